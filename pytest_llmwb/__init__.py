@@ -1,0 +1,1 @@
+"""pytest-llmwb: record, replay and prove LLM agent runs."""

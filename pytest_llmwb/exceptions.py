@@ -1,0 +1,190 @@
+"""Every error a user can cause, each with what happened, where, and how to fix it.
+
+All exceptions derive from :class:`LlmwbError`; all warnings from :class:`LlmwbWarning`.
+Messages follow one shape: a first line saying what happened, then the details
+(bundle path, file and line, test id, DAG node, call ordinal), then a ``fix:`` line
+with the exact flag or command that resolves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BundleConflictError",
+    "BundleCorruptError",
+    "BundleError",
+    "BundleNotFoundError",
+    "BundleWriteError",
+    "ConfigError",
+    "DagDefinitionError",
+    "DagDriftError",
+    "DagError",
+    "DagFrozenError",
+    "LlmwbError",
+    "LlmwbWarning",
+    "MissingCallsError",
+    "NoActiveRunError",
+    "OrderDriftError",
+    "PayloadDriftError",
+    "RecordedCallError",
+    "ReplayDriftError",
+    "SchemaVersionError",
+    "UndeclaredNodeError",
+    "UnexpectedCallError",
+    "UnknownFactKindError",
+]
+
+
+class LlmwbError(Exception):
+    """Base class of every error raised by pytest-llmwb.
+
+    ``fix`` is the exact flag or command that resolves the error; it is printed
+    on its own line after the message.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.message}\nfix: {self.fix}"
+        return self.message
+
+
+class LlmwbWarning(UserWarning):
+    """Base class of every warning issued by pytest-llmwb."""
+
+
+class ConfigError(LlmwbError):
+    """A command-line option, ini key or ``llmwb`` marker argument is invalid."""
+
+
+class NoActiveRunError(LlmwbError):
+    """An operation needs a run, and no run is active in this context."""
+
+
+# --- bundles on disk -------------------------------------------------------------------
+
+
+class BundleError(LlmwbError):
+    """A bundle could not be read or written."""
+
+
+class BundleNotFoundError(BundleError):
+    """A bundle needed for replay does not exist."""
+
+
+class BundleCorruptError(BundleError):
+    """A bundle file is not valid: bad JSON, truncated, wrongly typed, or inconsistent.
+
+    ``path`` is the file, ``line`` the 1-based line (``None`` when the whole file is
+    concerned) and ``field`` the dotted path of the offending field, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        line: int | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        where = path if line is None else f"{path}:{line}"
+        if field:
+            where += f" (field {field!r})"
+        super().__init__(f"{message}\n  in {where}", fix=fix)
+
+
+class UnknownFactKindError(BundleCorruptError):
+    """A fact record names a kind this version of pytest-llmwb does not know."""
+
+
+class SchemaVersionError(BundleError):
+    """A bundle was written with a schema version this version cannot read."""
+
+
+class BundleWriteError(BundleError):
+    """A bundle could not be written (unwritable directory, full disk, ...)."""
+
+
+class BundleConflictError(BundleError):
+    """Two tests would write the same bundle in one recording session."""
+
+
+# --- the DAG ---------------------------------------------------------------------------
+
+
+class DagError(LlmwbError):
+    """A DAG snapshot is invalid or was used wrongly."""
+
+
+class DagDefinitionError(DagError):
+    """The declared DAG is malformed: a duplicate node, an edge to an undeclared node, ..."""
+
+
+class DagFrozenError(DagError):
+    """The DAG was changed after the run had started recording facts."""
+
+
+class UndeclaredNodeError(DagError):
+    """A fact was recorded on a node the run's DAG does not declare (DAG drift)."""
+
+
+# --- replay ----------------------------------------------------------------------------
+
+
+class ReplayDriftError(LlmwbError):
+    """The replayed run did something other than what its bundle recorded."""
+
+
+class DagDriftError(ReplayDriftError):
+    """The DAG declared by the replayed run differs from the recorded DAG snapshot."""
+
+
+class PayloadDriftError(ReplayDriftError):
+    """A call was made at the recorded place, but its request changed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str,
+        ordinal: int,
+        changes: Sequence[tuple[str, object, object]],
+        fix: str | None = None,
+    ) -> None:
+        self.node = node
+        self.ordinal = ordinal
+        self.changes = list(changes)
+        super().__init__(message, fix=fix)
+
+
+class OrderDriftError(ReplayDriftError):
+    """A recorded call was made, but at another position than recorded."""
+
+
+class UnexpectedCallError(ReplayDriftError):
+    """The replayed run made a call its bundle never recorded (an extra call)."""
+
+
+class MissingCallsError(ReplayDriftError):
+    """Recorded calls were never made by the replayed run (missing calls)."""
+
+
+class RecordedCallError(LlmwbError):
+    """Replay of a call that raised while it was recorded.
+
+    Raised when the original exception type cannot be rebuilt; ``type_name`` is the
+    recorded exception's qualified name.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message} (replayed from the bundle)")
