@@ -350,7 +350,7 @@ class ErrorFact(_FactBase):
 
 
 Fact = Annotated[
-    Union[StepFact, ModelIOFact, ToolCallFact, GateFact, ArtifactFact, ErrorFact],
+    StepFact | ModelIOFact | ToolCallFact | GateFact | ArtifactFact | ErrorFact,
     Field(discriminator="kind"),
 ]
 FACT_KINDS: tuple[str, ...] = ("step", "model_io", "tool_call", "gate", "artifact", "error")

@@ -1,0 +1,352 @@
+"""The pytest entry point: options, ini keys, the ``llmwb`` marker, fixtures and hooks.
+
+Imports here are light (stdlib and pytest only): suites that never use the plugin do
+not pay for pydantic, orjson or vcrpy. The rest loads when a test first asks for a run.
+
+Where a setting can come from several places, the first that is set wins:
+command-line option > ``llmwb`` marker > ini key > default.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import hookspecs
+
+if TYPE_CHECKING:
+    from .recording import Run
+
+MODES = ("replay", "once", "new", "rewrite", "verify")
+MARKER = (
+    "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None): "
+    "record or replay this test's agent run as a pytest-llmwb bundle. "
+    "bundle: directory name under the bundle dir (default: the test id); mode: one of "
+    f"{', '.join(MODES)}; allow_unused: do not fail when recorded calls go unused; "
+    "gates: {gate_id: decision} scripted gate decisions; dag: the Dag to declare."
+)
+_MARKER_KEYS = {"bundle", "mode", "allow_unused", "gates", "dag"}
+
+
+@dataclass
+class _Session:
+    """Per-session plugin state (kept under a StashKey on the config)."""
+
+    bundle_owners: dict[str, list[str]] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+_session_key = pytest.StashKey[_Session]()
+_report_key = pytest.StashKey[pytest.TestReport]()
+_path_key = pytest.StashKey[Path]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmwb", "LLM Workbench: record and replay agent runs")
+    group.addoption(
+        "--llmwb-record",
+        action="store_true",
+        dest="llmwb_record",
+        default=False,
+        help="Run model and tool calls live and (re)write each test's bundle "
+        "(same as --llmwb-mode=rewrite).",
+    )
+    group.addoption(
+        "--llmwb-mode",
+        action="store",
+        dest="llmwb_mode",
+        default=None,
+        metavar="MODE",
+        help=f"How calls are answered: {', '.join(MODES)}. Default: replay "
+        "(served from bundles, nothing live).",
+    )
+    group.addoption(
+        "--llmwb-bundle-dir",
+        action="store",
+        dest="llmwb_bundle_dir",
+        default=None,
+        metavar="DIR",
+        help="Directory for bundles (default: llmwb_bundles/ next to each test file).",
+    )
+    parser.addini(
+        "llmwb_mode", "Default mode (replay, once, new, rewrite, verify).", default="replay"
+    )
+    parser.addini(
+        "llmwb_bundle_dir",
+        "Bundle directory; relative paths are relative to each test file's directory.",
+        default="llmwb_bundles",
+    )
+    parser.addini(
+        "llmwb_allow_unused",
+        "Do not fail a replayed test whose recorded calls were not all made.",
+        type="bool",
+        default=False,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    config.stash[_session_key] = _Session()
+    mode = config.getoption("llmwb_mode")
+    if mode is not None and mode not in MODES:
+        raise pytest.UsageError(
+            f"--llmwb-mode={mode}: unknown mode. Use one of: {', '.join(MODES)} "
+            "(e.g. --llmwb-mode=replay)"
+        )
+    ini_mode = config.getini("llmwb_mode")
+    if ini_mode not in MODES:
+        raise pytest.UsageError(
+            f"llmwb_mode = {ini_mode} in the ini file: unknown mode. Use one of: {', '.join(MODES)}"
+        )
+    if config.getoption("llmwb_record") and mode not in (None, "rewrite"):
+        raise pytest.UsageError(
+            f"--llmwb-record and --llmwb-mode={mode} contradict each other: "
+            "--llmwb-record means --llmwb-mode=rewrite; pass only one"
+        )
+
+
+# --- resolving a test's settings ----------------------------------------------------------
+
+
+def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("llmwb"))):
+        if len(mark.args) > 1:
+            raise _config_error(item, "takes at most one positional argument (the bundle name)")
+        if mark.args:
+            merged["bundle"] = mark.args[0]
+        unknown = set(mark.kwargs) - _MARKER_KEYS
+        if unknown:
+            raise _config_error(
+                item,
+                f"got unknown argument(s) {', '.join(sorted(unknown))}; "
+                f"it takes {', '.join(sorted(_MARKER_KEYS))}",
+            )
+        merged.update(mark.kwargs)
+    return merged
+
+
+def _config_error(item: pytest.Item, what: str) -> Exception:
+    from .exceptions import ConfigError
+
+    return ConfigError(f"@pytest.mark.llmwb on {item.nodeid} {what}", fix="see `pytest --markers`")
+
+
+def _mode(item: pytest.Item, marker: dict[str, Any]) -> str:
+    config = item.config
+    if config.getoption("llmwb_record"):
+        return "rewrite"
+    mode = config.getoption("llmwb_mode") or marker.get("mode") or config.getini("llmwb_mode")
+    if mode not in MODES:
+        raise _config_error(item, f"has mode={mode!r}; use one of {', '.join(MODES)}")
+    return str(mode)
+
+
+def _test_name(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[1].replace("::", ".") if "::" in item.nodeid else item.name
+
+
+def _bundle_path(item: pytest.Item, marker: dict[str, Any]) -> Path:
+    from .store import safe_dirname
+
+    config = item.config
+    option_dir = config.getoption("llmwb_bundle_dir")
+    if option_dir:
+        base = Path(config.invocation_params.dir, option_dir)
+    else:
+        base = item.path.parent / config.getini("llmwb_bundle_dir")
+    name = marker.get("bundle")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise _config_error(item, f"has bundle={name!r}; it must be a non-empty string")
+    default = base / item.path.stem / safe_dirname(name or _test_name(item))
+    custom = config.hook.pytest_llmwb_bundle_path(item=item, default=default)
+    return Path(custom) if custom is not None else default
+
+
+def _record_command(item: pytest.Item) -> str:
+    try:
+        rel = item.path.relative_to(item.config.invocation_params.dir)
+    except ValueError:
+        rel = item.path
+    rest = item.nodeid.split("::", 1)[1] if "::" in item.nodeid else ""
+    target = f"{rel}::{rest}" if rest else str(rel)
+    return f"pytest --llmwb-record {shlex.quote(target)}"
+
+
+def _uses_llmwb(item: pytest.Item) -> bool:
+    return item.get_closest_marker("llmwb") is not None or "llmwb" in getattr(
+        item, "fixturenames", ()
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    owners = config.stash[_session_key].bundle_owners
+    for item in items:
+        if not _uses_llmwb(item):
+            continue
+        try:
+            path = _bundle_path(item, _marker_kwargs(item))
+        except Exception:
+            continue  # reported when the test sets up
+        item.stash[_path_key] = path
+        owners.setdefault(str(path).lower(), []).append(item.nodeid)
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[_report_key] = report
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _llmwb_marker(request: pytest.FixtureRequest) -> None:
+    """Give a run to tests marked ``@pytest.mark.llmwb`` that do not ask for ``llmwb``."""
+    if request.node.get_closest_marker("llmwb") is not None and "llmwb" not in request.fixturenames:
+        request.getfixturevalue("llmwb")
+
+
+@pytest.fixture
+def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """The test's :class:`~pytest_llmwb.Run`, bound to its bundle and active for the test.
+
+    In replay (the default) model and tool calls are served from the bundle; with
+    ``--llmwb-record`` they run live and the bundle is rewritten when the test passes.
+    """
+    __tracebackhide__ = True
+    from .exceptions import BundleConflictError, BundleNotFoundError
+    from .recording import Run
+
+    item = request.node
+    config = request.config
+    state = config.stash[_session_key]
+    marker = _marker_kwargs(item)
+    mode = _mode(item, marker)
+    path = item.stash.get(_path_key, None) or _bundle_path(item, marker)
+    command = _record_command(item)
+    exists = (path / "manifest.json").is_file()
+    run_mode = {
+        "replay": "replay",
+        "verify": "verify",
+        "rewrite": "record",
+        "once": "replay" if exists else "record",
+        "new": "new" if exists else "record",
+    }[mode]
+    if run_mode in ("replay", "verify") and not exists:
+        raise BundleNotFoundError(
+            f"no bundle for {item.nodeid} at {path} (mode {mode}: calls are served from "
+            "the bundle and nothing runs live)",
+            fix=command,
+        )
+    owners = [n for n in state.bundle_owners.get(str(path).lower(), []) if n != item.nodeid]
+    if owners and run_mode in ("record", "new"):
+        raise BundleConflictError(
+            f"{item.nodeid} and {', '.join(owners)} would both write the bundle {path}",
+            fix="give each test its own bundle: @pytest.mark.llmwb(bundle='a-unique-name')",
+        )
+    allow_unused = bool(marker.get("allow_unused", config.getini("llmwb_allow_unused")))
+    run = Run(
+        item.nodeid,
+        mode=run_mode,  # type: ignore[arg-type]
+        replay=path if run_mode != "record" else None,
+        record_command=command,
+        gate_decisions=marker.get("gates"),
+        labels={"test": item.nodeid},
+    )
+    if marker.get("dag") is not None:
+        run.declare(marker["dag"])
+    state.counts[mode] = state.counts.get(mode, 0) + 1
+    with run:
+        yield run
+    _finish(item, run, run_mode, path, allow_unused, state)
+
+
+def _finish(
+    item: pytest.Item, run: Run, run_mode: str, path: Path, allow_unused: bool, state: _Session
+) -> None:
+    __tracebackhide__ = True
+    from .exceptions import ConfigError
+    from .store import safe_dirname
+
+    report = item.stash.get(_report_key, None)
+    passed = report is not None and report.passed
+    config = item.config
+    if run_mode in ("record", "new"):
+        if passed:
+            run.save(path)
+            state.written.append(str(path))
+            item.user_properties.append(("llmwb_written", str(path)))
+        else:
+            cache = config.cache
+            base = (
+                cache.mkdir("llmwb-failed")
+                if cache is not None
+                else Path(tempfile.mkdtemp(prefix="llmwb-failed-"))
+            )
+            kept = run.save(base / safe_dirname(item.nodeid)).path
+            item.add_report_section(
+                "teardown",
+                "llmwb",
+                f"the test failed, so its bundle was not written; {path} is unchanged.\n"
+                f"The partial run is kept for inspection at {kept} (llmwb show {shlex.quote(str(kept))})",
+            )
+        config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=passed)
+        return
+    config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=False)
+    if not passed:
+        return
+    if run.unused_scripted_gates:
+        raise ConfigError(
+            f"{item.nodeid}: scripted decision(s) for gate(s) that never fired: "
+            f"{', '.join(run.unused_scripted_gates)}",
+            fix="remove them from @pytest.mark.llmwb(gates=...) or check the gate ids",
+        )
+    if not allow_unused:
+        run.check_complete(
+            opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) or set llmwb_allow_unused = true"
+        )
+    if run.verify_report:
+        item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption("llmwb_record"):
+        return "llmwb: mode rewrite (calls run live; bundles are rewritten when tests pass)"
+    mode = config.getoption("llmwb_mode")
+    return f"llmwb: mode {mode}" if mode else None
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written: list[str] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "llmwb_written":
+                    written.append(value)
+    written = sorted(set(written))
+    if written:
+        terminalreporter.write_sep("-", "llmwb")
+        terminalreporter.write_line(f"{len(written)} bundle(s) written:")
+        for path in written:
+            terminalreporter.write_line(f"  {os.path.relpath(path)}")

@@ -1,0 +1,1090 @@
+"""The host-facing recording API: a :class:`Run`, and decorators that find it on their own.
+
+Independent of pytest: a production service records bundles with the same calls. The
+current run lives in a context variable (with a process-wide fallback so threads the
+host starts find it too); instrumented functions called outside any run just run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import importlib.util
+import inspect
+import threading
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import to_jsonable_python
+
+from .codec import digest
+from .dag import Dag, snapshot_from_nodes
+from .exceptions import (
+    DagDriftError,
+    DagFrozenError,
+    LlmwbError,
+    NoActiveRunError,
+    RecordedCallError,
+    UndeclaredNodeError,
+)
+from .replay import ReplayIndex, short
+from .schema import (
+    ArtifactFact,
+    Cost,
+    DagSnapshot,
+    ErrorFact,
+    ErrorInfo,
+    GateDecision,
+    GateFact,
+    ModelIOFact,
+    ModelRequest,
+    ModelResponse,
+    PolicyRef,
+    Reviewer,
+    StepFact,
+    SubjectRef,
+    ToolCallFact,
+    Usage,
+)
+
+__all__ = [
+    "Mode",
+    "Run",
+    "current_run",
+    "declare",
+    "model",
+    "step",
+    "tool",
+]
+
+Mode = Literal["record", "replay", "new", "verify"]
+MODES: tuple[str, ...] = ("record", "replay", "new", "verify")
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("llmwb_run", default=None)
+_node: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmwb_node", default=None)
+_ambient: list[Run] = []  # runs entered, for threads that do not inherit the context
+
+
+def current_run() -> Run | None:
+    """The run active in this context (or entered by this process), or ``None``."""
+    run = _current.get()
+    if run is None and _ambient:
+        return _ambient[-1]
+    return run
+
+
+def declare(dag: Dag | DagSnapshot) -> None:
+    """Declare the DAG of the current run, if there is one; a no-op outside any run."""
+    run = current_run()
+    if run is not None:
+        run.declare(dag)
+
+
+# --- OpenTelemetry ids (optional dependency, imported on first use) ---------------------
+
+_otel: Any = None
+
+
+def _trace_ids() -> tuple[str | None, str | None]:
+    global _otel
+    if _otel is None:
+        _otel = (
+            importlib.import_module("opentelemetry.trace")
+            if importlib.util.find_spec("opentelemetry") is not None
+            else False
+        )
+    if _otel is False:
+        return None, None
+    ctx = _otel.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return ErrorInfo(type=name, message=str(exc))
+
+
+def _rebuild(error: ErrorInfo) -> BaseException:
+    """The recorded exception, rebuilt when its type takes a message, else RecordedCallError."""
+    module, _, name = error.type.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "builtins"), name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            exc = cls(error.message)
+            if str(exc) == error.message:
+                return exc
+    except Exception:
+        pass
+    return RecordedCallError(error.type, error.message)
+
+
+class Run:
+    """One execution of an agent workflow, recorded as a DAG snapshot and facts.
+
+    ``mode`` decides where calls are answered:
+
+    - ``record``: every call runs live and is recorded.
+    - ``replay``: calls are served from ``replay`` (a bundle path, :class:`Bundle` or
+      :class:`ReplayIndex`); nothing runs live; any difference is a drift error.
+    - ``new``: calls that match the bundle are served; the others run live.
+    - ``verify``: every call runs live; a request that differs from the bundle is a
+      drift error, and changed responses are listed in :attr:`verify_report`.
+
+    Use it as a context manager (it becomes the current run), then :meth:`save`::
+
+        with Run("refund", dag=DAG) as run:
+            agent.handle(ticket)
+        run.save("bundles/refund")
+    """
+
+    def __init__(
+        self,
+        name: str = "run",
+        *,
+        dag: Dag | DagSnapshot | None = None,
+        mode: Mode = "record",
+        replay: Any = None,
+        record_command: str | None = None,
+        gate_decisions: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
+        self.name = name
+        self.mode: Mode = mode
+        self.labels = dict(labels or {})
+        self.record_command = record_command
+        self._lock = threading.RLock()
+        self._facts: list[Any] = []
+        self._ordinals: dict[str, int] = {}
+        self._used_nodes: dict[str, str] = {}
+        self._dag: DagSnapshot | None = None
+        self._recorded_dag: DagSnapshot | None = None
+        self._artifact_revisions: dict[str, int] = {}
+        self._scripted = dict(gate_decisions or {})
+        self._scripted_used: set[str] = set()
+        self._tokens: list[tuple[contextvars.Token[Run | None], bool]] = []
+        self.verify_report: list[str] = []
+        self.started_at = _now()
+        self.index: ReplayIndex | None = None
+        if mode != "record":
+            if replay is None:
+                raise LlmwbError(f"mode {mode!r} needs a bundle to replay", fix="pass replay=PATH")
+            self.index = self._index(replay)
+        if dag is not None:
+            self.declare(dag)
+
+    def _index(self, replay: Any) -> ReplayIndex:
+        if isinstance(replay, ReplayIndex):
+            return replay
+        from .store import Bundle, load_bundle
+
+        bundle = replay if isinstance(replay, Bundle) else load_bundle(replay)
+        self._recorded_dag = bundle.dag
+        return ReplayIndex.from_facts(
+            bundle.facts, source=str(bundle.path or "the bundle"), fix=self._fix()
+        )
+
+    def _fix(self) -> str:
+        return self.record_command or "record the run again (Run(..., mode='record'))"
+
+    # -- constructors for the common cases ------------------------------------------------
+
+    @classmethod
+    def replay(
+        cls, path: str | Path, *, dag: Dag | DagSnapshot | None = None, **kwargs: Any
+    ) -> Run:
+        """A run served from the bundle at ``path``."""
+        return cls(
+            kwargs.pop("name", Path(path).name), dag=dag, mode="replay", replay=path, **kwargs
+        )
+
+    # -- context ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        token = _current.set(self)
+        _ambient.append(self)
+        self._tokens.append((token, True))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        token, _ = self._tokens.pop()
+        _current.reset(token)
+        if self in _ambient:
+            _ambient.remove(self)
+
+    # -- the DAG -----------------------------------------------------------------------------
+
+    def declare(self, dag: Dag | DagSnapshot) -> None:
+        """Declare the workflow; frozen before the first fact, compared with the bundle."""
+        __tracebackhide__ = True
+        snapshot = dag.freeze() if isinstance(dag, Dag) else dag
+        with self._lock:
+            if self._dag is not None and self._dag.digest == snapshot.digest:
+                return
+            if self._facts or self._dag is not None:
+                raise DagFrozenError(
+                    f"run {self.name!r}: the DAG is frozen once the run has started "
+                    f"({len(self._facts)} fact(s) recorded, DAG "
+                    f"{self._dag.name if self._dag else snapshot.name!r} declared)",
+                    fix="declare the DAG before the first call: Run(dag=...) or "
+                    "pytest_llmwb.declare(dag) at the start of the run",
+                )
+            self._dag = snapshot
+        if self.mode in ("replay", "verify") and self._recorded_dag is not None:
+            check_dag_drift(self._recorded_dag, snapshot, source=self._source(), fix=self._fix())
+
+    def _source(self) -> str:
+        return self.index.source if self.index is not None else "the bundle"
+
+    @property
+    def dag(self) -> DagSnapshot:
+        """The declared DAG, or one derived from the nodes the run used."""
+        if self._dag is not None:
+            return self._dag
+        return snapshot_from_nodes("implicit", self._used_nodes.items())
+
+    def _check_node(self, node: str, kind: str) -> None:
+        __tracebackhide__ = True
+        if self._dag is not None:
+            if self._dag.node(node) is None:
+                raise UndeclaredNodeError(
+                    f"run {self.name!r}: a {kind} fact names node {node!r}, which DAG "
+                    f"{self._dag.name!r} does not declare (declared: "
+                    f"{', '.join(self._dag.node_ids) or 'none'})",
+                    fix=f"declare the node in the DAG, e.g. Dag(...).node({node!r}, ...), "
+                    "or attribute the call to a declared node (node=...)",
+                )
+        else:
+            self._used_nodes.setdefault(node, _NODE_KIND.get(kind, "function"))
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def facts(self) -> list[Any]:
+        """The facts recorded so far, in ``seq`` order."""
+        return list(self._facts)
+
+    def _append(self, cls: type[T], **fields: Any) -> T:
+        trace_id, span_id = _trace_ids()
+        with self._lock:
+            fact = cls(
+                seq=len(self._facts) + 1,
+                trace_id=trace_id,
+                span_id=span_id,
+                **fields,
+            )
+            self._facts.append(fact)
+        return fact
+
+    def _next_ordinal(self, node: str) -> int:
+        with self._lock:
+            ordinal = self._ordinals.get(node, 0)
+            self._ordinals[node] = ordinal + 1
+        return ordinal
+
+    def _node_for(self, node: str | None, default: str) -> str:
+        return node or _node.get() or default
+
+    @contextmanager
+    def step(self, node: str) -> Iterator[None]:
+        """Run a block as DAG node ``node``: facts inside it belong to that node."""
+        self._check_node(node, "step")
+        self._append(StepFact, node=node, phase="start", at=_now())
+        token = _node.set(node)
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            _node.reset(token)
+            self._append(ErrorFact, node=node, at=_now(), **_error_info(exc).model_dump())
+            self._append(
+                StepFact,
+                node=node,
+                phase="end",
+                status="error",
+                at=_now(),
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+            raise
+        _node.reset(token)
+        self._append(
+            StepFact,
+            node=node,
+            phase="end",
+            status="ok",
+            at=_now(),
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _serve(self, node: str, ordinal: int, kind: str, request_digest: str, request: Any) -> Any:
+        """The recorded call to answer with, or ``None`` to go live."""
+        __tracebackhide__ = True
+        if self.index is None or self.mode == "record":
+            return None
+        if self.mode == "replay":
+            return self.index.take(node, ordinal, kind, request_digest, request)
+        if self.mode == "new":
+            return self.index.lookup(node, ordinal, kind, request_digest, request)
+        # verify: requests must match; the call still goes live
+        self.index.take(node, ordinal, kind, request_digest, request)
+        return None
+
+    def model_io(
+        self,
+        request: ModelRequest | Mapping[str, Any],
+        call: Callable[[ModelRequest], ModelResponse | Mapping[str, Any]],
+        *,
+        node: str | None = None,
+        provider: str = "custom",
+        operation: str = "chat",
+        cost: Callable[[ModelRequest, ModelResponse], Cost | None] | None = None,
+    ) -> ModelResponse:
+        """Record one model call: ``call(request)`` runs live or is answered from the bundle.
+
+        ``cost``, when given, prices the response at record time; a replay serves the
+        recorded cost and never recomputes it.
+        """
+        __tracebackhide__ = True
+        req, node_id, ordinal, req_digest, req_json = self._begin_model(
+            request, node, provider, operation
+        )
+        recorded = self._serve(node_id, ordinal, "model_io", req_digest, req_json)
+        if recorded is not None:
+            return self._replayed_model(recorded, node_id, ordinal)
+        started = time.perf_counter()
+        at = _now()
+        try:
+            raw = call(req)
+        except Exception as exc:
+            self._record_model(
+                node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
+            )
+            raise
+        response = _as_response(raw)
+        self._record_model(
+            node_id,
+            ordinal,
+            provider,
+            operation,
+            req,
+            req_digest,
+            response,
+            None,
+            cost(req, response) if cost else None,
+            at,
+            started,
+        )
+        return response
+
+    async def amodel_io(
+        self,
+        request: ModelRequest | Mapping[str, Any],
+        call: Callable[[ModelRequest], Awaitable[ModelResponse | Mapping[str, Any]]],
+        *,
+        node: str | None = None,
+        provider: str = "custom",
+        operation: str = "chat",
+        cost: Callable[[ModelRequest, ModelResponse], Cost | None] | None = None,
+    ) -> ModelResponse:
+        """:meth:`model_io` for an async ``call``."""
+        __tracebackhide__ = True
+        req, node_id, ordinal, req_digest, req_json = self._begin_model(
+            request, node, provider, operation
+        )
+        recorded = self._serve(node_id, ordinal, "model_io", req_digest, req_json)
+        if recorded is not None:
+            return self._replayed_model(recorded, node_id, ordinal)
+        started = time.perf_counter()
+        at = _now()
+        try:
+            raw = await call(req)
+        except Exception as exc:
+            self._record_model(
+                node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
+            )
+            raise
+        response = _as_response(raw)
+        self._record_model(
+            node_id,
+            ordinal,
+            provider,
+            operation,
+            req,
+            req_digest,
+            response,
+            None,
+            cost(req, response) if cost else None,
+            at,
+            started,
+        )
+        return response
+
+    def _begin_model(
+        self,
+        request: ModelRequest | Mapping[str, Any],
+        node: str | None,
+        provider: str,
+        operation: str,
+    ) -> tuple[ModelRequest, str, int, str, Any]:
+        req = request if isinstance(request, ModelRequest) else ModelRequest.model_validate(request)
+        node_id = self._node_for(node, f"{provider}.{operation}")
+        self._check_node(node_id, "model_io")
+        req_json = req.model_dump(mode="json")
+        return req, node_id, self._next_ordinal(node_id), digest(req_json), req_json
+
+    def _record_model(
+        self,
+        node: str,
+        ordinal: int,
+        provider: str,
+        operation: str,
+        req: ModelRequest,
+        req_digest: str,
+        response: ModelResponse | None,
+        exc: BaseException | None,
+        cost: Cost | None,
+        at: str,
+        started: float,
+    ) -> None:
+        fact = self._append(
+            ModelIOFact,
+            node=node,
+            ordinal=ordinal,
+            provider=provider,
+            operation=operation,
+            request=req,
+            request_digest=req_digest,
+            response=response,
+            error=_error_info(exc) if exc else None,
+            cost=cost,
+            at=at,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        if self.mode == "verify" and self.index is not None:
+            recorded = self.index.calls.get((node, ordinal))
+            if isinstance(recorded, ModelIOFact) and recorded.response != fact.response:
+                self.verify_report.append(
+                    f"node {node!r} ordinal {ordinal}: live response differs from the recording"
+                )
+
+    def _replayed_model(self, recorded: Any, node: str, ordinal: int) -> ModelResponse:
+        __tracebackhide__ = True
+        self._append(
+            ModelIOFact,
+            node=node,
+            ordinal=ordinal,
+            provider=recorded.provider,
+            operation=recorded.operation,
+            request=recorded.request,
+            request_digest=recorded.request_digest,
+            response=recorded.response,
+            error=recorded.error,
+            cost=recorded.cost,
+            at=_now(),
+            duration_ms=0.0,
+        )
+        if recorded.error is not None:
+            raise _rebuild(recorded.error)
+        assert recorded.response is not None
+        response: ModelResponse = recorded.response
+        return response
+
+    def tool_call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        call: Callable[[], T],
+        *,
+        node: str | None = None,
+        result_type: Any = None,
+    ) -> T:
+        """Record one tool call: ``call()`` runs live or its result comes from the bundle.
+
+        ``result_type`` (a type pydantic can validate) rebuilds the recorded JSON result
+        into the type the live function returns.
+        """
+        __tracebackhide__ = True
+        node_id, ordinal, args, req_digest = self._begin_tool(tool, arguments, node)
+        recorded = self._serve(
+            node_id, ordinal, "tool_call", req_digest, {"tool": tool, "arguments": args}
+        )
+        if recorded is not None:
+            return typing.cast(T, self._replayed_tool(recorded, node_id, ordinal, result_type))
+        started = time.perf_counter()
+        at = _now()
+        try:
+            result = call()
+        except Exception as exc:
+            self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
+            raise
+        self._record_tool(node_id, ordinal, tool, args, req_digest, result, None, at, started)
+        return result
+
+    async def atool_call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        call: Callable[[], Awaitable[T]],
+        *,
+        node: str | None = None,
+        result_type: Any = None,
+    ) -> T:
+        """:meth:`tool_call` for an async ``call``."""
+        __tracebackhide__ = True
+        node_id, ordinal, args, req_digest = self._begin_tool(tool, arguments, node)
+        recorded = self._serve(
+            node_id, ordinal, "tool_call", req_digest, {"tool": tool, "arguments": args}
+        )
+        if recorded is not None:
+            return typing.cast(T, self._replayed_tool(recorded, node_id, ordinal, result_type))
+        started = time.perf_counter()
+        at = _now()
+        try:
+            result = await call()
+        except Exception as exc:
+            self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
+            raise
+        self._record_tool(node_id, ordinal, tool, args, req_digest, result, None, at, started)
+        return result
+
+    def _begin_tool(
+        self, tool: str, arguments: Mapping[str, Any], node: str | None
+    ) -> tuple[str, int, dict[str, Any], str]:
+        node_id = self._node_for(node, tool)
+        self._check_node(node_id, "tool_call")
+        args = to_jsonable_python(dict(arguments))
+        return node_id, self._next_ordinal(node_id), args, digest({"tool": tool, "arguments": args})
+
+    def _record_tool(
+        self,
+        node: str,
+        ordinal: int,
+        tool: str,
+        args: dict[str, Any],
+        req_digest: str,
+        result: Any,
+        exc: BaseException | None,
+        at: str,
+        started: float,
+    ) -> None:
+        self._append(
+            ToolCallFact,
+            node=node,
+            ordinal=ordinal,
+            tool=tool,
+            arguments=args,
+            request_digest=req_digest,
+            result=None if exc else to_jsonable_python(result),
+            error=_error_info(exc) if exc else None,
+            at=at,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _replayed_tool(self, recorded: Any, node: str, ordinal: int, result_type: Any) -> Any:
+        __tracebackhide__ = True
+        self._append(
+            ToolCallFact,
+            node=node,
+            ordinal=ordinal,
+            tool=recorded.tool,
+            arguments=recorded.arguments,
+            request_digest=recorded.request_digest,
+            result=recorded.result,
+            error=recorded.error,
+            at=_now(),
+            duration_ms=0.0,
+        )
+        if recorded.error is not None:
+            raise _rebuild(recorded.error)
+        if result_type is None:
+            return recorded.result
+        return _adapter(result_type).validate_python(recorded.result)
+
+    # -- artifacts and gates -------------------------------------------------------------------
+
+    def artifact(
+        self,
+        name: str,
+        value: Any,
+        *,
+        node: str | None = None,
+        derived_from: Sequence[int] | None = None,
+    ) -> ArtifactFact:
+        """Record a revision of artifact ``name`` (a pydantic model or JSON value)."""
+        __tracebackhide__ = True
+        node_id = self._node_for(node, name)
+        self._check_node(node_id, "artifact")
+        schema_ref = schema_digest = None
+        if isinstance(value, BaseModel):
+            cls = type(value)
+            content = value.model_dump(mode="json")
+            schema_ref = f"{cls.__module__}:{cls.__qualname__}"
+            schema_digest = digest(cls.model_json_schema())
+        else:
+            content = to_jsonable_python(value)
+        with self._lock:
+            revision = self._artifact_revisions.get(name, 0) + 1
+            self._artifact_revisions[name] = revision
+            sources = list(derived_from) if derived_from is not None else self._lineage(node_id)
+        return self._append(
+            ArtifactFact,
+            node=node_id,
+            name=name,
+            revision=revision,
+            content=content,
+            content_digest=digest(content),
+            schema_ref=schema_ref,
+            schema_digest=schema_digest,
+            derived_from=sources,
+            at=_now(),
+        )
+
+    def _lineage(self, node: str) -> list[int]:
+        """Seqs of the model and tool calls on ``node`` and the DAG nodes upstream of it."""
+        upstream = {node}
+        if self._dag is not None and self._dag.edges:
+            parents: dict[str, set[str]] = {}
+            for edge in self._dag.edges:
+                parents.setdefault(edge.target, set()).add(edge.source)
+            stack = [node]
+            while stack:
+                for parent in parents.get(stack.pop(), ()):
+                    if parent not in upstream:
+                        upstream.add(parent)
+                        stack.append(parent)
+            return [
+                f.seq
+                for f in self._facts
+                if isinstance(f, (ModelIOFact, ToolCallFact)) and f.node in upstream
+            ]
+        return [f.seq for f in self._facts if isinstance(f, (ModelIOFact, ToolCallFact))]
+
+    def gate(
+        self,
+        gate_id: str,
+        *,
+        reviewer: Callable[[Any], GateDecision | Mapping[str, Any]],
+        subject: Any = None,
+        policy: PolicyRef | str | None = None,
+        node: str | None = None,
+    ) -> GateFact:
+        """Stop at gate ``gate_id``: ``reviewer(subject)`` decides, and the decision is recorded.
+
+        ``subject`` is what is reviewed: an :class:`ArtifactFact` (the decision binds to
+        its revision and digest), a :class:`ToolCallFact`, or any JSON value. In replay
+        the recorded decision is served and the reviewer is not asked; a decision
+        scripted with ``gate_decisions`` overrides both.
+        """
+        __tracebackhide__ = True
+        node_id = node or gate_id
+        self._check_node(node_id, "gate")
+        subject_ref = _subject_ref(subject)
+        policy_ref = PolicyRef(id=policy) if isinstance(policy, str) else policy
+        request = {
+            "gate_id": gate_id,
+            "subject": subject_ref.model_dump(mode="json") if subject_ref else None,
+            "policy": policy_ref.model_dump(mode="json") if policy_ref else None,
+        }
+        ordinal = self._next_ordinal(node_id)
+        scripted = self._scripted.get(gate_id)
+        recorded = None
+        if scripted is None:
+            recorded = self._serve(node_id, ordinal, "gate", digest(request), request)
+        elif self.index is not None:
+            recorded = self.index.lookup(node_id, ordinal, "gate", digest(request), request)
+        if scripted is not None:
+            self._scripted_used.add(gate_id)
+            decision = _scripted_decision(gate_id, scripted)
+            if (
+                recorded is not None
+                and recorded.decision != decision.decision
+                and self.index is not None
+            ):
+                self.index.context.append(
+                    f"gate {gate_id!r} was scripted to {decision.decision!r}; the bundle "
+                    f"recorded {recorded.decision!r}, so calls after it may not be recorded. "
+                    f"Record this branch as its own bundle: add "
+                    f"@pytest.mark.llmwb(bundle='<name>') and run pytest --llmwb-record"
+                )
+        elif recorded is not None:
+            decision = GateDecision(
+                decision=recorded.decision,
+                reviewer=recorded.reviewer,
+                reason=recorded.reason,
+                edit=recorded.edit,
+            )
+        else:
+            raw = reviewer(subject)
+            decision = raw if isinstance(raw, GateDecision) else GateDecision.model_validate(raw)
+        return self._append(
+            GateFact,
+            node=node_id,
+            ordinal=ordinal,
+            gate_id=gate_id,
+            policy=policy_ref,
+            subject=subject_ref,
+            decision=decision.decision,
+            reviewer=decision.reviewer,
+            reason=decision.reason,
+            edit=decision.edit,
+            at=_now(),
+        )
+
+    # -- results ------------------------------------------------------------------------------
+
+    @property
+    def gates(self) -> dict[str, GateFact]:
+        """The last decision of each gate, by gate id."""
+        return {f.gate_id: f for f in self._facts if isinstance(f, GateFact)}
+
+    @property
+    def artifacts(self) -> dict[str, ArtifactFact]:
+        """The latest revision of each artifact, by name."""
+        return {f.name: f for f in self._facts if isinstance(f, ArtifactFact)}
+
+    @property
+    def model_calls(self) -> list[ModelIOFact]:
+        """All model_io receipts, in order."""
+        return [f for f in self._facts if isinstance(f, ModelIOFact)]
+
+    @property
+    def tool_calls(self) -> list[ToolCallFact]:
+        """All tool calls, in order."""
+        return [f for f in self._facts if isinstance(f, ToolCallFact)]
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens summed over every model call."""
+        totals = dict.fromkeys(
+            (
+                "input_tokens",
+                "output_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "reasoning_output_tokens",
+            ),
+            0,
+        )
+        for fact in self.model_calls:
+            for key in totals:
+                totals[key] += getattr(fact.usage, key)
+        return Usage(**totals)
+
+    @property
+    def cost(self) -> Decimal:
+        """Recorded cost summed over every priced model call."""
+        return sum((f.cost.decimal for f in self.model_calls if f.cost), Decimal(0))
+
+    def check_complete(self, *, opt_out: str = "pass allow_unused=True") -> None:
+        """In replay, raise if recorded calls were never made (see ``ReplayIndex``)."""
+        __tracebackhide__ = True
+        if self.index is not None and self.mode == "replay":
+            self.index.check_all_used(opt_out=opt_out)
+
+    @property
+    def unused_scripted_gates(self) -> list[str]:
+        """Gates given a scripted decision that never fired."""
+        return sorted(set(self._scripted) - self._scripted_used)
+
+    def save(self, path: str | Path) -> Any:
+        """Write the run as a bundle directory (atomically) and return the :class:`Bundle`."""
+        from .store import write_bundle
+
+        return write_bundle(
+            path,
+            name=self.name,
+            dag=self.dag,
+            facts=self._facts,
+            labels=self.labels,
+            volatile_run={"started_at": self.started_at, "finished_at": _now(), "mode": self.mode},
+        )
+
+
+_NODE_KIND = {"model_io": "model", "tool_call": "tool", "gate": "gate"}
+
+
+def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fix: str) -> None:
+    """Raise :class:`DagDriftError` naming every node and edge that changed."""
+    __tracebackhide__ = True
+    if recorded.digest == live.digest:
+        return
+    lines: list[str] = []
+    if recorded.name != live.name:
+        lines.append(f"DAG name: {recorded.name!r} -> {live.name!r}")
+    old = {n.id: n for n in recorded.nodes}
+    new = {n.id: n for n in live.nodes}
+    for node_id in [n for n in old if n not in new]:
+        lines.append(f"node {node_id!r} removed")
+    for node_id in [n for n in new if n not in old]:
+        lines.append(f"node {node_id!r} added ({new[node_id].kind})")
+    for node_id in [n for n in new if n in old and new[n].digest != old[n].digest]:
+        a, b = old[node_id], new[node_id]
+        if a.kind != b.kind:
+            lines.append(f"node {node_id!r}: kind {a.kind} -> {b.kind}")
+        for key in sorted(set(a.config) | set(b.config)):
+            if a.digests.get(key) != b.digests.get(key):
+                lines.append(
+                    f"node {node_id!r}: config {key!r} changed: "
+                    f"{short(a.config.get(key, '<absent>'), 120)} -> {short(b.config.get(key, '<absent>'), 120)}"
+                )
+    old_edges = {(e.source, e.target) for e in recorded.edges}
+    new_edges = {(e.source, e.target) for e in live.edges}
+    lines += [f"edge {s!r} -> {t!r} removed" for s, t in sorted(old_edges - new_edges)]
+    lines += [f"edge {s!r} -> {t!r} added" for s, t in sorted(new_edges - old_edges)]
+    if not lines:
+        lines.append("the node order changed")
+    body = "\n".join(f"    {line}" for line in lines)
+    raise DagDriftError(
+        f"DAG drift: the declared DAG {live.name!r} differs from the recorded snapshot\n"
+        f"{body}\n  bundle: {source}",
+        fix=fix,
+    )
+
+
+def _as_response(raw: ModelResponse | Mapping[str, Any]) -> ModelResponse:
+    return raw if isinstance(raw, ModelResponse) else ModelResponse.model_validate(raw)
+
+
+def _subject_ref(subject: Any) -> SubjectRef | None:
+    if subject is None:
+        return None
+    if isinstance(subject, ArtifactFact):
+        return SubjectRef(
+            kind="artifact",
+            digest=subject.content_digest,
+            name=subject.name,
+            revision=subject.revision,
+            seq=subject.seq,
+        )
+    if isinstance(subject, ToolCallFact):
+        return SubjectRef(
+            kind="tool_call", digest=subject.request_digest, name=subject.tool, seq=subject.seq
+        )
+    return SubjectRef(kind="value", digest=digest(to_jsonable_python(subject)))
+
+
+def _scripted_decision(gate_id: str, scripted: Any) -> GateDecision:
+    if isinstance(scripted, GateDecision):
+        return scripted
+    if isinstance(scripted, str):
+        return GateDecision(
+            decision=scripted,  # type: ignore[arg-type]  # validated by pydantic
+            reviewer=Reviewer(id="scripted", kind="test"),
+            reason=f"scripted decision for gate {gate_id!r}",
+        )
+    return GateDecision.model_validate(scripted)
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+# --- decorators ---------------------------------------------------------------------------
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    ret = hints.get("return")
+    if ret is None or ret is type(None) or ret is Any:
+        return None
+    origin = typing.get_origin(ret)
+    if origin is not None and getattr(origin, "__name__", "") in ("Coroutine", "Awaitable"):
+        args = typing.get_args(ret)
+        return args[-1] if args else None
+    return ret
+
+
+@overload
+def model(fn: F, /) -> F: ...
+@overload
+def model(
+    *, node: str | None = None, provider: str = "custom", operation: str = "chat"
+) -> Callable[[F], F]: ...
+def model(
+    fn: F | None = None,
+    /,
+    *,
+    node: str | None = None,
+    provider: str = "custom",
+    operation: str = "chat",
+) -> F | Callable[[F], F]:
+    """Instrument a model function ``(request: ModelRequest, ...) -> ModelResponse``.
+
+    Inside a run each call is recorded (or served in replay) as a model_io fact on
+    ``node`` (default: the enclosing step, else the function's name). Outside any
+    run the function just runs. Works on sync and async functions.
+    """
+
+    def decorate(func: F) -> F:
+        default = node or func.__name__
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                run = current_run()
+                if run is None:
+                    return await func(request, *args, **kwargs)
+                return await run.amodel_io(
+                    request,
+                    lambda r: func(r, *args, **kwargs),
+                    node=node or _node.get() or default,
+                    provider=provider,
+                    operation=operation,
+                )
+
+            return typing.cast(F, awrapper)
+
+        @functools.wraps(func)
+        def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            run = current_run()
+            if run is None:
+                return func(request, *args, **kwargs)
+            return run.model_io(
+                request,
+                lambda r: func(r, *args, **kwargs),
+                node=node or _node.get() or default,
+                provider=provider,
+                operation=operation,
+            )
+
+        return typing.cast(F, wrapper)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(*, node: str | None = None, name: str | None = None) -> Callable[[F], F]: ...
+def tool(
+    fn: F | None = None, /, *, node: str | None = None, name: str | None = None
+) -> F | Callable[[F], F]:
+    """Instrument a tool function: each call inside a run becomes a tool_call fact.
+
+    Arguments are recorded by parameter name; in replay the recorded result is
+    validated back into the function's return annotation, so callers get the same
+    type they get live. ``node`` defaults to the tool's name.
+    """
+
+    def decorate(func: F) -> F:
+        tool_name = name or func.__name__
+        node_id = node or tool_name
+        signature = inspect.signature(func)
+        skip_first = next(iter(signature.parameters), None) in ("self", "cls")
+        result_type: list[Any] = []  # resolved on first use: annotations may be forward refs
+
+        def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+            if skip_first:
+                values.pop(next(iter(values)))
+            return values
+
+        def rtype() -> Any:
+            if not result_type:
+                result_type.append(_return_type(func))
+            return result_type[0]
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                run = current_run()
+                if run is None:
+                    return await func(*args, **kwargs)
+                return await run.atool_call(
+                    tool_name,
+                    arguments(args, kwargs),
+                    lambda: func(*args, **kwargs),
+                    node=node_id,
+                    result_type=rtype(),
+                )
+
+            return typing.cast(F, awrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            run = current_run()
+            if run is None:
+                return func(*args, **kwargs)
+            return run.tool_call(
+                tool_name,
+                arguments(args, kwargs),
+                lambda: func(*args, **kwargs),
+                node=node_id,
+                result_type=rtype(),
+            )
+
+        return typing.cast(F, wrapper)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def step(node: str) -> Callable[[F], F]:
+    """Run a function as DAG node ``node`` (a no-op outside any run)."""
+
+    def decorate(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                run = current_run()
+                if run is None:
+                    return await func(*args, **kwargs)
+                with run.step(node):
+                    return await func(*args, **kwargs)
+
+            return typing.cast(F, awrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = current_run()
+            if run is None:
+                return func(*args, **kwargs)
+            with run.step(node):
+                return func(*args, **kwargs)
+
+        return typing.cast(F, wrapper)
+
+    return decorate
+
+
+def require_run() -> Run:
+    """The current run, or :class:`NoActiveRunError` saying how to start one."""
+    run = current_run()
+    if run is None:
+        raise NoActiveRunError(
+            "no llmwb run is active here",
+            fix="use the llmwb fixture in the test, or wrap the code in `with Run(...):`",
+        )
+    return run

@@ -1,0 +1,193 @@
+"""Serving a replayed run's calls from a bundle, and naming every kind of drift.
+
+Each call is keyed by ``(node, ordinal)``: the DAG node it belongs to and its position
+among the calls on that node. The recorded request digest is the check. Lookups are
+dict accesses, O(1) per call, whatever the size of the bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import pointer_changes
+from .exceptions import (
+    MissingCallsError,
+    OrderDriftError,
+    PayloadDriftError,
+    UnexpectedCallError,
+)
+from .schema import GateFact, ModelIOFact, ToolCallFact
+
+__all__ = ["ReplayIndex", "nth", "short"]
+
+CallFact = ModelIOFact | ToolCallFact | GateFact
+
+
+def nth(ordinal: int) -> str:
+    """``0`` -> ``"1st call"``: ordinals are 0-based, people count from one."""
+    n = ordinal + 1
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} call"
+
+
+def short(value: Any, width: int = 80) -> str:
+    """A one-line ``repr`` of a JSON value, cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def describe(fact: CallFact) -> str:
+    """A one-line description of a recorded call."""
+    if isinstance(fact, ModelIOFact):
+        return f"model_io {fact.provider}/{fact.request.model}"
+    if isinstance(fact, ToolCallFact):
+        return f"tool_call {fact.tool}({short(fact.arguments, 60)})"
+    return f"gate {fact.gate_id}"
+
+
+def call_request(fact: CallFact) -> Any:
+    """The JSON the request digest of a recorded call was computed over."""
+    if isinstance(fact, ModelIOFact):
+        return fact.request.model_dump(mode="json")
+    if isinstance(fact, ToolCallFact):
+        return {"tool": fact.tool, "arguments": fact.arguments}
+    return {
+        "gate_id": fact.gate_id,
+        "subject": fact.subject.model_dump(mode="json") if fact.subject else None,
+        "policy": fact.policy.model_dump(mode="json") if fact.policy else None,
+    }
+
+
+def call_digest(fact: CallFact) -> str:
+    """The recorded request digest (gates keep theirs implicitly)."""
+    if isinstance(fact, GateFact):
+        from .codec import digest
+
+        return digest(call_request(fact))
+    return fact.request_digest
+
+
+@dataclass
+class ReplayIndex:
+    """The calls of a recorded run, keyed by ``(node, ordinal)``.
+
+    ``source`` names the bundle in messages; ``fix`` is the command that re-records it.
+    ``context`` is extra text appended to drift messages (e.g. a scripted gate branch).
+    """
+
+    calls: dict[tuple[str, int], CallFact]
+    source: str = "the bundle"
+    fix: str | None = None
+    consumed: set[tuple[str, int]] = field(default_factory=set)
+    context: list[str] = field(default_factory=list)
+    _by_digest: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _per_node: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_facts(
+        cls, facts: Sequence[Any], *, source: str = "the bundle", fix: str | None = None
+    ) -> ReplayIndex:
+        """Index the call facts (model_io, tool_call, gate) of a recorded run."""
+        calls: dict[tuple[str, int], CallFact] = {}
+        by_digest: dict[tuple[str, str], list[int]] = {}
+        per_node: dict[str, int] = {}
+        for fact in facts:
+            if isinstance(fact, (ModelIOFact, ToolCallFact, GateFact)):
+                calls[(fact.node, fact.ordinal)] = fact
+                by_digest.setdefault((fact.node, call_digest(fact)), []).append(fact.ordinal)
+                per_node[fact.node] = per_node.get(fact.node, 0) + 1
+        return cls(calls, source, fix, _by_digest=by_digest, _per_node=per_node)
+
+    def _context(self) -> str:
+        return "".join(f"\n  note: {line}" for line in self.context)
+
+    def lookup(
+        self, node: str, ordinal: int, kind: str, request_digest: str, request: Any
+    ) -> CallFact | None:
+        """The recorded call at ``(node, ordinal)`` if its request matches, else ``None``."""
+        recorded = self.calls.get((node, ordinal))
+        if recorded is None or recorded.kind != kind or call_digest(recorded) != request_digest:
+            return None
+        self.consumed.add((node, ordinal))
+        return recorded
+
+    def take(
+        self, node: str, ordinal: int, kind: str, request_digest: str, request: Any
+    ) -> CallFact:
+        """Serve the recorded call at ``(node, ordinal)`` or raise the drift it shows.
+
+        Raises :class:`UnexpectedCallError` (no call was recorded there),
+        :class:`OrderDriftError` (this request was recorded at another ordinal of the
+        node) or :class:`PayloadDriftError` (the request changed; the message lists
+        the JSON-pointer paths that differ, old -> new).
+        """
+        __tracebackhide__ = True
+        served = self.lookup(node, ordinal, kind, request_digest, request)
+        if served is not None:
+            return served
+        recorded = self.calls.get((node, ordinal))
+        where = f"node {node!r}, {nth(ordinal)} (ordinal {ordinal})"
+        if recorded is None:
+            count = self._per_node.get(node, 0)
+            if count:
+                detail = f"the bundle recorded {count} call(s) on node {node!r}"
+            else:
+                nodes = sorted({n for n, _ in self.calls})
+                detail = f"the bundle recorded no call on node {node!r} (it has: {', '.join(nodes) or 'none'})"
+            raise UnexpectedCallError(
+                f"unexpected {kind} call at {where}: {detail}\n"
+                f"  request: {short(request, 200)}\n  bundle: {self.source}{self._context()}",
+                fix=self._fix(),
+            )
+        elsewhere = [
+            o
+            for o in self._by_digest.get((node, request_digest), [])
+            if (node, o) not in self.consumed
+        ]
+        if elsewhere and recorded.kind == kind:
+            raise OrderDriftError(
+                f"order drift at {where}: this request was recorded as the "
+                f"{nth(elsewhere[0])} (ordinal {elsewhere[0]}) of node {node!r}; "
+                f"the {nth(ordinal)} was recorded as {describe(recorded)}\n"
+                f"  bundle: {self.source}{self._context()}",
+                fix=self._fix(),
+            )
+        if recorded.kind != kind:
+            changes: list[tuple[str, Any, Any]] = [("/kind", recorded.kind, kind)]
+        else:
+            changes = pointer_changes(call_request(recorded), request)
+        lines = "\n".join(f"    {path}: {short(old)} -> {short(new)}" for path, old, new in changes)
+        raise PayloadDriftError(
+            f"request drift at {where}: the {kind} request differs from the recording\n"
+            f"  changed (recorded -> now):\n{lines}\n  bundle: {self.source}{self._context()}",
+            node=node,
+            ordinal=ordinal,
+            changes=changes,
+            fix=self._fix(),
+        )
+
+    def unused(self) -> list[CallFact]:
+        """Recorded calls the replayed run never made, in recorded order."""
+        left = [fact for key, fact in self.calls.items() if key not in self.consumed]
+        return sorted(left, key=lambda fact: fact.seq)
+
+    def check_all_used(self, *, opt_out: str) -> None:
+        """Raise :class:`MissingCallsError` if recorded calls were never made."""
+        __tracebackhide__ = True
+        left = self.unused()
+        if not left:
+            return
+        shown = "\n".join(
+            f"    node {f.node!r}, {nth(f.ordinal)}: {describe(f)}" for f in left[:20]
+        )
+        more = f"\n    ... and {len(left) - 20} more" if len(left) > 20 else ""
+        raise MissingCallsError(
+            f"{len(left)} recorded call(s) were never made by the replayed run:\n{shown}{more}\n"
+            f"  bundle: {self.source}{self._context()}",
+            fix=f"{self._fix()}; or, if leaving them out is intended, {opt_out}",
+        )
+
+    def _fix(self) -> str:
+        return self.fix or "record the run again"
