@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         UnexpectedCallError,
         UnknownFactKindError,
     )
-    from .recording import Run, current_run, declare, model, step, tool
+    from .recording import Run, artifact, current_run, declare, gate, model, step, tool
     from .replay import ReplayIndex
     from .schema import (
         ArtifactFact,
@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Dag": "dag",
     "Run": "recording",
+    "artifact": "recording",
     "current_run": "recording",
+    "gate": "recording",
     "declare": "recording",
     "model": "recording",
     "step": "recording",

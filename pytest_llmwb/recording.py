@@ -58,8 +58,10 @@ from .schema import (
 __all__ = [
     "Mode",
     "Run",
+    "artifact",
     "current_run",
     "declare",
+    "gate",
     "model",
     "step",
     "tool",
@@ -923,7 +925,11 @@ def _return_type(fn: Callable[..., Any]) -> Any:
 def model(fn: F, /) -> F: ...
 @overload
 def model(
-    *, node: str | None = None, provider: str = "custom", operation: str = "chat"
+    *,
+    node: str | None = None,
+    provider: str = "custom",
+    operation: str = "chat",
+    cost: Callable[[ModelRequest, ModelResponse], Cost | None] | None = None,
 ) -> Callable[[F], F]: ...
 def model(
     fn: F | None = None,
@@ -932,12 +938,14 @@ def model(
     node: str | None = None,
     provider: str = "custom",
     operation: str = "chat",
+    cost: Callable[[ModelRequest, ModelResponse], Cost | None] | None = None,
 ) -> F | Callable[[F], F]:
     """Instrument a model function ``(request: ModelRequest, ...) -> ModelResponse``.
 
     Inside a run each call is recorded (or served in replay) as a model_io fact on
-    ``node`` (default: the enclosing step, else the function's name). Outside any
-    run the function just runs. Works on sync and async functions.
+    ``node`` (default: the enclosing step, else the function's name). ``cost``
+    prices each live response when it is recorded. Outside any run the function
+    just runs. Works on sync and async functions.
     """
 
     def decorate(func: F) -> F:
@@ -956,6 +964,7 @@ def model(
                     node=node or _node.get() or default,
                     provider=provider,
                     operation=operation,
+                    cost=cost,
                 )
 
             return typing.cast(F, awrapper)
@@ -972,6 +981,7 @@ def model(
                 node=node or _node.get() or default,
                 provider=provider,
                 operation=operation,
+                cost=cost,
             )
 
         return typing.cast(F, wrapper)
@@ -1077,6 +1087,40 @@ def step(node: str) -> Callable[[F], F]:
         return typing.cast(F, wrapper)
 
     return decorate
+
+
+def gate(
+    gate_id: str,
+    *,
+    reviewer: Callable[[Any], GateDecision | Mapping[str, Any]],
+    subject: Any = None,
+    policy: PolicyRef | str | None = None,
+    node: str | None = None,
+) -> GateDecision:
+    """Stop at a gate in the current run (see :meth:`Run.gate`) and return the decision.
+
+    Outside any run the reviewer is simply asked.
+    """
+    __tracebackhide__ = True
+    run = current_run()
+    if run is None:
+        raw = reviewer(subject)
+        return raw if isinstance(raw, GateDecision) else GateDecision.model_validate(raw)
+    fact = run.gate(gate_id, reviewer=reviewer, subject=subject, policy=policy, node=node)
+    return GateDecision(
+        decision=fact.decision, reviewer=fact.reviewer, reason=fact.reason, edit=fact.edit
+    )
+
+
+def artifact(
+    name: str, value: Any, *, node: str | None = None, derived_from: Sequence[int] | None = None
+) -> ArtifactFact | None:
+    """Record a revision of an artifact in the current run; ``None`` outside any run."""
+    __tracebackhide__ = True
+    run = current_run()
+    if run is None:
+        return None
+    return run.artifact(name, value, node=node, derived_from=derived_from)
 
 
 def require_run() -> Run:

@@ -1,0 +1,61 @@
+"""The support agent's tests, replayed from the bundles in llmwb_bundles/.
+
+Record them again with `pytest example_project --llmwb-record`.
+"""
+
+from support_agent import REFUND_GATE_THRESHOLD, SupportAgent, Ticket
+from support_agent.tools import ORDERS
+
+
+def test_small_refund_is_issued_without_a_gate(llmwb):
+    ticket = Ticket(id="T-1", customer="ana@example.com", text="Please refund order A-1001, it arrived broken.")
+
+    reply = SupportAgent().handle(ticket)
+
+    assert reply.refund_issued and reply.refund_amount == 42.50
+    assert "RF-A-1001" in reply.message
+    assert ORDERS["A-1001"].amount <= REFUND_GATE_THRESHOLD
+    assert "approve_refund" not in llmwb.gates
+    assert [call.tool for call in llmwb.tool_calls] == ["lookup_order", "issue_refund"]
+
+
+def test_large_refund_is_approved_by_policy(llmwb):
+    ticket = Ticket(id="T-2", customer="bo@example.com", text="I want my money back for B-2002.")
+
+    reply = SupportAgent().handle(ticket)
+
+    gate = llmwb.gates["approve_refund"]
+    assert gate.decision == "approved"
+    assert gate.reviewer.kind == "policy" and gate.policy.id == "refund-policy"
+    assert gate.subject.kind == "value"
+    assert reply.refund_issued
+
+
+def test_refund_over_the_limit_is_rejected_for_review(llmwb):
+    ticket = Ticket(id="T-3", customer="cy@example.com", text="Refund C-3003 please, it is too big.")
+
+    reply = SupportAgent().handle(ticket)
+
+    assert llmwb.gates["approve_refund"].decision == "rejected"
+    assert not reply.refund_issued
+    assert [call.tool for call in llmwb.tool_calls] == ["lookup_order"]
+    assert "closer look" in reply.message
+
+
+def test_question_without_order_asks_for_it(llmwb):
+    reply = SupportAgent().handle(Ticket(id="T-4", customer="di@example.com", text="Where is my parcel?"))
+
+    assert reply.order_id is None
+    assert "order number" in reply.message
+    assert len(llmwb.model_calls) == 2
+
+
+def test_every_model_call_has_a_receipt_with_tokens_and_cost(llmwb):
+    SupportAgent().handle(Ticket(id="T-5", customer="ana@example.com", text="Refund A-1001 please"))
+
+    receipts = llmwb.model_calls
+    assert [r.node for r in receipts] == ["classify", "draft_reply"]
+    assert all(r.usage.input_tokens > 0 and r.usage.output_tokens > 0 for r in receipts)
+    assert all(r.cost is not None and r.cost.currency == "USD" for r in receipts)
+    assert llmwb.cost > 0
+    assert llmwb.artifacts["reply"].schema_ref == "support_agent.models:Reply"

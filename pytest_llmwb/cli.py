@@ -1,0 +1,198 @@
+"""The ``llmwb`` command: look at, check and describe bundles.
+
+Exit codes: 0 success, 1 a check found a difference (``diff``), 2 an error (message
+on stderr, with the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _digest(value: str) -> str:
+    return value.removeprefix("sha256:")[:12]
+
+
+def _config_summary(config: dict[str, Any], digests: dict[str, str]) -> str:
+    parts = []
+    for key in sorted(config):
+        value = config[key]
+        if isinstance(value, (str, int, float, bool)) and len(str(value)) <= 40:
+            parts.append(f"{key}={value}")
+        else:
+            parts.append(f"{key}=sha256:{_digest(digests.get(key, ''))}")
+    return " ".join(parts)
+
+
+def describe_fact(fact: Any) -> str:
+    """One line describing a fact for ``llmwb show``."""
+    from .replay import short
+    from .schema import ArtifactFact, ErrorFact, GateFact, ModelIOFact, StepFact, ToolCallFact
+
+    if isinstance(fact, StepFact):
+        return fact.phase + (f" ({fact.status})" if fact.status and fact.status != "ok" else "")
+    if isinstance(fact, ModelIOFact):
+        usage = fact.usage
+        line = f"{fact.provider}/{fact.request.model} in={usage.input_tokens} out={usage.output_tokens}"
+        if fact.cost is not None:
+            line += f" cost={fact.cost.amount} {fact.cost.currency}"
+        if fact.error is not None:
+            return f"{line} error {fact.error.type}: {_short(fact.error.message, 60)}"
+        response = fact.response
+        if response is not None:
+            if response.finish_reason:
+                line += f" finish={response.finish_reason}"
+            if response.tool_calls:
+                line += " tools=" + ",".join(call.name for call in response.tool_calls)
+            if response.content:
+                line += f" {_short(response.content, 60)!r}"
+        return line
+    if isinstance(fact, ToolCallFact):
+        args = ", ".join(f"{k}={v!r}" for k, v in fact.arguments.items())
+        outcome = f"raised {fact.error.type}" if fact.error else f"-> {short(fact.result, 60)}"
+        return f"{fact.tool}({_short(args, 60)}) {outcome}"
+    if isinstance(fact, GateFact):
+        line = f"{fact.gate_id}: {fact.decision} by {fact.reviewer.kind} {fact.reviewer.id}"
+        if fact.subject is not None:
+            line += f" on {fact.subject.kind}"
+            if fact.subject.name:
+                line += f" {fact.subject.name}"
+            if fact.subject.revision is not None:
+                line += f" rev {fact.subject.revision}"
+            line += f" sha256:{_digest(fact.subject.digest)}"
+        return line + (f" — {_short(fact.reason, 60)}" if fact.reason else "")
+    if isinstance(fact, ArtifactFact):
+        return f"{fact.name} rev {fact.revision} sha256:{_digest(fact.content_digest)}" + (
+            f" ({fact.schema_ref})" if fact.schema_ref else ""
+        )
+    if isinstance(fact, ErrorFact):
+        return f"{fact.type}: {_short(fact.message, 80)}"
+    return ""
+
+
+def show(path: str, out: TextIO) -> int:
+    """Print a readable summary of the bundle at ``path``."""
+    from decimal import Decimal
+
+    from .store import load_bundle
+
+    bundle = load_bundle(path)
+    manifest, dag = bundle.manifest, bundle.dag
+    out.write(f"bundle   {path}\n")
+    out.write(f"run      {manifest.name}\n")
+    out.write(
+        f"schema   v{manifest.schema_version} ({manifest.producer}); "
+        f"{manifest.fact_count} facts; dag sha256:{_digest(dag.digest)}\n"
+    )
+    declared = "declared" if dag.declared else "derived from the facts"
+    out.write(f"\nDAG {dag.name} ({declared}): {len(dag.nodes)} nodes, {len(dag.edges)} edges\n")
+    width = max((len(node.id) for node in dag.nodes), default=4)
+    for node in dag.nodes:
+        out.write(f"  {node.id:<{width}}  {node.kind:<8}  {_config_summary(node.config, node.digests)}".rstrip() + "\n")
+    if dag.edges:
+        out.write("  edges: " + ", ".join(f"{e.source} -> {e.target}" for e in dag.edges) + "\n")
+    out.write("\nFacts\n")
+    width = max((len(f.node) for f in bundle.facts), default=4)
+    for fact in bundle.facts:
+        out.write(f"  {fact.seq:>4}  {fact.kind:<9}  {fact.node:<{width}}  {describe_fact(fact)}".rstrip() + "\n")
+    gates = bundle.gates()
+    if gates:
+        out.write("\nGates\n")
+        for gate in gates:
+            policy = f" under {gate.policy.id} v{gate.policy.version}" if gate.policy else ""
+            out.write(f"  {gate.gate_id}: {gate.decision} by {gate.reviewer.kind} {gate.reviewer.id}{policy}\n")
+            if gate.reason:
+                out.write(f"    reason: {gate.reason}\n")
+    calls = bundle.model_io()
+    totals = {"input": 0, "output": 0, "cache read": 0, "cache write": 0, "reasoning": 0}
+    costs: dict[str, Decimal] = {}
+    for call in calls:
+        usage = call.usage
+        totals["input"] += usage.input_tokens
+        totals["output"] += usage.output_tokens
+        totals["cache read"] += usage.cache_read_input_tokens
+        totals["cache write"] += usage.cache_creation_input_tokens
+        totals["reasoning"] += usage.reasoning_output_tokens
+        if call.cost is not None:
+            costs[call.cost.currency] = costs.get(call.cost.currency, Decimal(0)) + call.cost.decimal
+    out.write(
+        f"\nTokens   {len(calls)} model call(s): "
+        + ", ".join(f"{value} {key}" for key, value in totals.items())
+        + "\n"
+    )
+    if costs:
+        out.write("Cost     " + ", ".join(f"{amount} {cur}" for cur, amount in sorted(costs.items())) + "\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmwb",
+        description="Look at, check and describe pytest-llmwb bundles.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    show_cmd = commands.add_parser("show", help="print a readable summary of a bundle")
+    show_cmd.add_argument("bundle", help="path to a bundle directory")
+
+    schema_cmd = commands.add_parser("schema", help="print the JSON Schema of the bundle format")
+    schema_cmd.add_argument(
+        "part",
+        nargs="?",
+        default="bundle",
+        choices=("bundle", "manifest", "dag", "fact"),
+        help="which part (default: bundle, all of them)",
+    )
+
+    rehash_cmd = commands.add_parser(
+        "rehash", help="accept hand edits to facts.jsonl: validate it and update the manifest"
+    )
+    rehash_cmd.add_argument("bundle", help="path to a bundle directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``llmwb`` command; returns the exit code."""
+    from .exceptions import LlmwbError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "show":
+            return show(args.bundle, sys.stdout)
+        if args.command == "schema":
+            import orjson
+
+            from .schema import json_schema
+
+            sys.stdout.write(
+                orjson.dumps(json_schema(args.part), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+                + "\n"
+            )
+            return 0
+        if args.command == "rehash":
+            from .store import rehash_bundle
+
+            bundle = rehash_bundle(args.bundle)
+            sys.stdout.write(f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n")
+            return 0
+    except LlmwbError as exc:
+        sys.stderr.write(f"llmwb: error: {exc}\n")
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
