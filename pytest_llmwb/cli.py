@@ -45,7 +45,8 @@ def describe_fact(fact: Any) -> str:
         return fact.phase + (f" ({fact.status})" if fact.status and fact.status != "ok" else "")
     if isinstance(fact, ModelIOFact):
         usage = fact.usage
-        line = f"{fact.provider}/{fact.request.model} in={usage.input_tokens} out={usage.output_tokens}"
+        line = f"{fact.provider}/{fact.request.model}"
+        line += f" in={usage.input_tokens} out={usage.output_tokens}"
         if fact.cost is not None:
             line += f" cost={fact.cost.amount} {fact.cost.currency}"
         if fact.error is not None:
@@ -100,19 +101,29 @@ def show(path: str, out: TextIO) -> int:
     out.write(f"\nDAG {dag.name} ({declared}): {len(dag.nodes)} nodes, {len(dag.edges)} edges\n")
     width = max((len(node.id) for node in dag.nodes), default=4)
     for node in dag.nodes:
-        out.write(f"  {node.id:<{width}}  {node.kind:<8}  {_config_summary(node.config, node.digests)}".rstrip() + "\n")
+        out.write(
+            f"  {node.id:<{width}}  {node.kind:<8}  "
+            f"{_config_summary(node.config, node.digests)}".rstrip()
+            + "\n"
+        )
     if dag.edges:
         out.write("  edges: " + ", ".join(f"{e.source} -> {e.target}" for e in dag.edges) + "\n")
     out.write("\nFacts\n")
     width = max((len(f.node) for f in bundle.facts), default=4)
     for fact in bundle.facts:
-        out.write(f"  {fact.seq:>4}  {fact.kind:<9}  {fact.node:<{width}}  {describe_fact(fact)}".rstrip() + "\n")
+        out.write(
+            f"  {fact.seq:>4}  {fact.kind:<9}  {fact.node:<{width}}  {describe_fact(fact)}".rstrip()
+            + "\n"
+        )
     gates = bundle.gates()
     if gates:
         out.write("\nGates\n")
         for gate in gates:
             policy = f" under {gate.policy.id} v{gate.policy.version}" if gate.policy else ""
-            out.write(f"  {gate.gate_id}: {gate.decision} by {gate.reviewer.kind} {gate.reviewer.id}{policy}\n")
+            out.write(
+                f"  {gate.gate_id}: {gate.decision} by {gate.reviewer.kind} "
+                f"{gate.reviewer.id}{policy}\n"
+            )
             if gate.reason:
                 out.write(f"    reason: {gate.reason}\n")
     calls = bundle.model_io()
@@ -126,14 +137,20 @@ def show(path: str, out: TextIO) -> int:
         totals["cache write"] += usage.cache_creation_input_tokens
         totals["reasoning"] += usage.reasoning_output_tokens
         if call.cost is not None:
-            costs[call.cost.currency] = costs.get(call.cost.currency, Decimal(0)) + call.cost.decimal
+            costs[call.cost.currency] = (
+                costs.get(call.cost.currency, Decimal(0)) + call.cost.decimal
+            )
     out.write(
         f"\nTokens   {len(calls)} model call(s): "
         + ", ".join(f"{value} {key}" for key, value in totals.items())
         + "\n"
     )
     if costs:
-        out.write("Cost     " + ", ".join(f"{amount} {cur}" for cur, amount in sorted(costs.items())) + "\n")
+        out.write(
+            "Cost     "
+            + ", ".join(f"{amount} {cur}" for cur, amount in sorted(costs.items()))
+            + "\n"
+        )
     return 0
 
 
@@ -178,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .schema import json_schema
 
             sys.stdout.write(
-                orjson.dumps(json_schema(args.part), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+                orjson.dumps(
+                    json_schema(args.part), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+                ).decode()
                 + "\n"
             )
             return 0
@@ -186,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .store import rehash_bundle
 
             bundle = rehash_bundle(args.bundle)
-            sys.stdout.write(f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n")
+            sys.stdout.write(
+                f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n"
+            )
             return 0
     except LlmwbError as exc:
         sys.stderr.write(f"llmwb: error: {exc}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -110,7 +111,7 @@ class Dag:
 
     def chain(self, *node_ids: str) -> Dag:
         """Declare edges between consecutive nodes."""
-        for source, target in zip(node_ids, node_ids[1:]):
+        for source, target in itertools.pairwise(node_ids):
             self.edge(source, target)
         return self
 
@@ -136,5 +137,5 @@ def snapshot_from_nodes(name: str, used: Iterable[tuple[str, str]]) -> DagSnapsh
     the path its run took.
     """
     nodes = [_node(node_id, kind, {}) for node_id, kind in used]
-    edges = [DagEdge(source=a.id, target=b.id) for a, b in zip(nodes, nodes[1:])]
+    edges = [DagEdge(source=a.id, target=b.id) for a, b in itertools.pairwise(nodes)]
     return _snapshot(name, False, nodes, edges)

@@ -50,10 +50,12 @@ _path_key = pytest.StashKey[Path]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register the pytest_llmwb_* hooks."""
     pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the --llmwb-* options and llmwb_* ini keys."""
     group = parser.getgroup("llmwb", "LLM Workbench: record and replay agent runs")
     group.addoption(
         "--llmwb-record",
@@ -97,6 +99,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and check the options."""
     config.addinivalue_line("markers", MARKER)
     config.stash[_session_key] = _Session()
     mode = config.getoption("llmwb_mode")
@@ -192,6 +195,7 @@ def _uses_llmwb(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Resolve each bundle path once, so that two tests sharing one are caught."""
     owners = config.stash[_session_key].bundle_owners
     for item in items:
         if not _uses_llmwb(item):
@@ -211,6 +215,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep the call report, so the fixture knows at teardown whether the test passed."""
     report = yield
     if report.when == "call":
         item.stash[_report_key] = report
@@ -306,7 +311,8 @@ def _finish(
                 "teardown",
                 "llmwb",
                 f"the test failed, so its bundle was not written; {path} is unchanged.\n"
-                f"The partial run is kept for inspection at {kept} (llmwb show {shlex.quote(str(kept))})",
+                f"The partial run is kept for inspection at {kept} "
+                f"(llmwb show {shlex.quote(str(kept))})",
             )
         config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=passed)
         return
@@ -321,7 +327,8 @@ def _finish(
         )
     if not allow_unused:
         run.check_complete(
-            opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) or set llmwb_allow_unused = true"
+            opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) "
+            "or set llmwb_allow_unused = true in the ini file"
         )
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
@@ -331,6 +338,7 @@ def _finish(
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say which mode the session runs in."""
     if config.getoption("llmwb_record"):
         return "llmwb: mode rewrite (calls run live; bundles are rewritten when tests pass)"
     mode = config.getoption("llmwb_mode")
@@ -338,6 +346,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """List the bundles written in this session."""
     written: list[str] = []
     for reports in terminalreporter.stats.values():
         for report in reports:

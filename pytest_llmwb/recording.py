@@ -53,6 +53,7 @@ from .schema import (
     SubjectRef,
     ToolCallFact,
     Usage,
+    _FactBase,
 )
 
 __all__ = [
@@ -72,6 +73,7 @@ MODES: tuple[str, ...] = ("record", "replay", "new", "verify")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+FactT = TypeVar("FactT", bound=_FactBase)
 
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("llmwb_run", default=None)
 _node: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmwb_node", default=None)
@@ -287,7 +289,7 @@ class Run:
         """The facts recorded so far, in ``seq`` order."""
         return list(self._facts)
 
-    def _append(self, cls: type[T], **fields: Any) -> T:
+    def _append(self, cls: type[FactT], **fields: Any) -> FactT:
         trace_id, span_id = _trace_ids()
         with self._lock:
             fact = cls(
@@ -791,7 +793,7 @@ class Run:
         for fact in self.model_calls:
             for key in totals:
                 totals[key] += getattr(fact.usage, key)
-        return Usage(**totals)
+        return Usage.model_validate(totals)
 
     @property
     def cost(self) -> Decimal:
@@ -848,7 +850,8 @@ def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fi
             if a.digests.get(key) != b.digests.get(key):
                 lines.append(
                     f"node {node_id!r}: config {key!r} changed: "
-                    f"{short(a.config.get(key, '<absent>'), 120)} -> {short(b.config.get(key, '<absent>'), 120)}"
+                    f"{short(a.config.get(key, '<absent>'), 120)} -> "
+                    f"{short(b.config.get(key, '<absent>'), 120)}"
                 )
     old_edges = {(e.source, e.target) for e in recorded.edges}
     new_edges = {(e.source, e.target) for e in live.edges}

@@ -135,7 +135,10 @@ class ReplayIndex:
                 detail = f"the bundle recorded {count} call(s) on node {node!r}"
             else:
                 nodes = sorted({n for n, _ in self.calls})
-                detail = f"the bundle recorded no call on node {node!r} (it has: {', '.join(nodes) or 'none'})"
+                detail = (
+                    f"the bundle recorded no call on node {node!r} "
+                    f"(it has: {', '.join(nodes) or 'none'})"
+                )
             raise UnexpectedCallError(
                 f"unexpected {kind} call at {where}: {detail}\n"
                 f"  request: {short(request, 200)}\n  bundle: {self.source}{self._context()}",

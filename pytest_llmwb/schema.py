@@ -12,7 +12,7 @@ of ``facts.jsonl`` so that re-recording unchanged behaviour gives byte-identical
 from __future__ import annotations
 
 import decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
@@ -354,7 +354,7 @@ Fact = Annotated[
     Field(discriminator="kind"),
 ]
 FACT_KINDS: tuple[str, ...] = ("step", "model_io", "tool_call", "gate", "artifact", "error")
-CallFact = Union[ModelIOFact, ToolCallFact, GateFact]
+CallFact = ModelIOFact | ToolCallFact | GateFact
 
 _fact_adapter: TypeAdapter[Any] | None = None
 

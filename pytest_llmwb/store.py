@@ -127,9 +127,9 @@ def safe_dirname(name: str) -> str:
     differ only in unsafe characters (or after truncation) stay distinct.
     """
     cleaned = _UNSAFE.sub("_", name).strip(". ")
-    if cleaned == name and cleaned and not _RESERVED.match(cleaned):
-        if len(cleaned.encode()) <= MAX_NAME:
-            return cleaned
+    legal = cleaned == name and cleaned and not _RESERVED.match(cleaned)
+    if legal and len(cleaned.encode()) <= MAX_NAME:
+        return cleaned
     suffix = hashlib.sha256(name.encode()).hexdigest()[:10]
     budget = MAX_NAME - len(suffix) - 1
     head = cleaned.encode()[:budget].decode(errors="ignore").rstrip(". ") or "bundle"

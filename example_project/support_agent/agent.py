@@ -91,7 +91,11 @@ class SupportAgent:
                 outcome = llmwb.gate(
                     "approve_refund",
                     reviewer=self.reviewer,
-                    subject={"order_id": order.id, "amount": order.amount, "customer": order.customer},
+                    subject={
+                        "order_id": order.id,
+                        "amount": order.amount,
+                        "customer": order.customer,
+                    },
                     policy=REFUND_POLICY,
                 )
                 decision = outcome.decision

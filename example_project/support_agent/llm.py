@@ -63,11 +63,15 @@ class ScriptedModel:
         last = str(request.messages[-1].content if request.messages else "")
         if "Classify" in (request.system or ""):
             match = re.search(r"\b[A-Z]-\d{4}\b", last)
-            intent = "refund" if "refund" in last.lower() or "money back" in last.lower() else "question"
+            intent = (
+                "refund" if "refund" in last.lower() or "money back" in last.lower() else "question"
+            )
             content = json.dumps({"intent": intent, "order_id": match.group(0) if match else None})
         else:
             content = self._draft(json.loads(last))
-        prompt_words = _words(request.system) + sum(_words(str(m.content)) for m in request.messages)
+        prompt_words = _words(request.system) + sum(
+            _words(str(m.content)) for m in request.messages
+        )
         return ModelResponse(
             model=request.model,
             content=content,

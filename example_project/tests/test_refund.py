@@ -8,7 +8,9 @@ from support_agent.tools import ORDERS
 
 
 def test_small_refund_is_issued_without_a_gate(llmwb):
-    ticket = Ticket(id="T-1", customer="ana@example.com", text="Please refund order A-1001, it arrived broken.")
+    ticket = Ticket(
+        id="T-1", customer="ana@example.com", text="Please refund order A-1001, it arrived broken."
+    )
 
     reply = SupportAgent().handle(ticket)
 
@@ -32,7 +34,9 @@ def test_large_refund_is_approved_by_policy(llmwb):
 
 
 def test_refund_over_the_limit_is_rejected_for_review(llmwb):
-    ticket = Ticket(id="T-3", customer="cy@example.com", text="Refund C-3003 please, it is too big.")
+    ticket = Ticket(
+        id="T-3", customer="cy@example.com", text="Refund C-3003 please, it is too big."
+    )
 
     reply = SupportAgent().handle(ticket)
 
@@ -43,7 +47,9 @@ def test_refund_over_the_limit_is_rejected_for_review(llmwb):
 
 
 def test_question_without_order_asks_for_it(llmwb):
-    reply = SupportAgent().handle(Ticket(id="T-4", customer="di@example.com", text="Where is my parcel?"))
+    reply = SupportAgent().handle(
+        Ticket(id="T-4", customer="di@example.com", text="Where is my parcel?")
+    )
 
     assert reply.order_id is None
     assert "order number" in reply.message
