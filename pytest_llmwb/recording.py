@@ -90,6 +90,7 @@ def current_run() -> Run | None:
 
 def declare(dag: Dag | DagSnapshot) -> None:
     """Declare the DAG of the current run, if there is one; a no-op outside any run."""
+    __tracebackhide__ = True
     run = current_run()
     if run is not None:
         run.declare(dag)
@@ -848,11 +849,21 @@ def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fi
             lines.append(f"node {node_id!r}: kind {a.kind} -> {b.kind}")
         for key in sorted(set(a.config) | set(b.config)):
             if a.digests.get(key) != b.digests.get(key):
-                lines.append(
-                    f"node {node_id!r}: config {key!r} changed: "
-                    f"{short(a.config.get(key, '<absent>'), 120)} -> "
-                    f"{short(b.config.get(key, '<absent>'), 120)}"
-                )
+                before, after = a.config.get(key, "<absent>"), b.config.get(key, "<absent>")
+                if (
+                    isinstance(before, str)
+                    and isinstance(after, str)
+                    and max(len(before), len(after)) > 60
+                ):
+                    old_text, new_text = text_window(before, after)
+                    lines.append(f"node {node_id!r}: config {key!r} changed:")
+                    lines.append(f"  - {old_text}")
+                    lines.append(f"  + {new_text}")
+                else:
+                    lines.append(
+                        f"node {node_id!r}: config {key!r} changed: "
+                        f"{short(before, 120)} -> {short(after, 120)}"
+                    )
     old_edges = {(e.source, e.target) for e in recorded.edges}
     new_edges = {(e.source, e.target) for e in live.edges}
     lines += [f"edge {s!r} -> {t!r} removed" for s, t in sorted(old_edges - new_edges)]
@@ -865,6 +876,22 @@ def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fi
         f"{body}\n  bundle: {source}",
         fix=fix,
     )
+
+
+def text_window(old: str, new: str, width: int = 100) -> tuple[str, str]:
+    """Excerpts of two long texts around their first difference, one line each."""
+    prefix = 0
+    for x, y in zip(old, new, strict=False):
+        if x != y:
+            break
+        prefix += 1
+    start = max(0, prefix - 30)
+
+    def cut(text: str) -> str:
+        piece = text[start : start + width].replace("\n", "\\n")
+        return ("…" if start else "") + piece + ("…" if start + width < len(text) else "")
+
+    return cut(old), cut(new)
 
 
 def _as_response(raw: ModelResponse | Mapping[str, Any]) -> ModelResponse:
