@@ -192,6 +192,8 @@ class Run:
         self.verify_report: list[str] = []
         self.started_at = _now()
         self.index: ReplayIndex | None = None
+        self._blobs: dict[str, bytes] = {}
+        self._replayed: Any = None  # the replayed Bundle, for its blobs
         if mode != "record":
             if replay is None:
                 raise LlmwbError(f"mode {mode!r} needs a bundle to replay", fix="pass replay=PATH")
@@ -206,6 +208,7 @@ class Run:
 
         bundle = replay if isinstance(replay, Bundle) else load_bundle(replay)
         self._recorded_dag = bundle.dag
+        self._replayed = bundle
         return ReplayIndex.from_facts(
             bundle.facts, source=str(bundle.path or "the bundle"), fix=self._fix()
         )
@@ -812,12 +815,64 @@ class Run:
         """Gates given a scripted decision that never fired."""
         return sorted(set(self._scripted) - self._scripted_used)
 
+    # -- the adapter API: what capture layers use for the calls they intercept ----------------
+
+    def resolve_node(self, node: str | None, default: str, kind: str) -> str:
+        """The node a call belongs to: ``node``, else the enclosing step, else ``default``.
+
+        Raises :class:`UndeclaredNodeError` when a declared DAG lacks it.
+        """
+        __tracebackhide__ = True
+        node_id = self._node_for(node, default)
+        self._check_node(node_id, kind)
+        return node_id
+
+    def next_ordinal(self, node: str) -> int:
+        """Reserve the next call ordinal on ``node``."""
+        return self._next_ordinal(node)
+
+    def serve(self, node: str, ordinal: int, kind: str, request_digest: str, request: Any) -> Any:
+        """The recorded call fact that answers this call, or ``None`` to go live.
+
+        Follows the run's mode: in ``replay`` a mismatch raises the drift it shows; in
+        ``new`` a mismatch returns ``None``; in ``verify`` the request is checked and
+        ``None`` is returned; in ``record`` it is always ``None``.
+        """
+        __tracebackhide__ = True
+        return self._serve(node, ordinal, kind, request_digest, request)
+
+    def append(self, cls: type[FactT], **fields: Any) -> FactT:
+        """Append a fact of type ``cls``; ``seq`` and the trace ids are filled in."""
+        return self._append(cls, **fields)
+
+    def add_blob(self, data: bytes) -> str:
+        """Keep ``data`` as a content-addressed blob of this run; returns its digest."""
+        from .codec import digest_bytes
+
+        ref = digest_bytes(data)
+        self._blobs[ref] = data
+        return ref
+
+    def blob(self, ref: str) -> bytes:
+        """A blob of this run, or of the bundle it replays."""
+        kept = self._blobs.get(ref)
+        if kept is not None:
+            return kept
+        if self._replayed is None:
+            raise LlmwbError(f"run {self.name!r} has no blob {ref}")
+        data: bytes = self._replayed.blob(ref)
+        self._blobs[ref] = data
+        return data
+
     def save(self, path: str | Path) -> Any:
         """Write the run as a bundle directory (atomically) and return the :class:`Bundle`."""
         from .store import write_bundle
 
+        refs = {f.exchange for f in self._facts if getattr(f, "exchange", None)}
+        blobs = {ref: self.blob(ref) for ref in sorted(refs)}
         return write_bundle(
             path,
+            blobs=blobs,
             name=self.name,
             dag=self.dag,
             facts=self._facts,

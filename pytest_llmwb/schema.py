@@ -284,7 +284,11 @@ class StepFact(_FactBase):
 
 
 class ModelIOFact(_FactBase):
-    """The receipt of one model call."""
+    """The receipt of one model call.
+
+    ``exchange``, for calls captured at the HTTP layer, is the digest of the blob that
+    holds the scrubbed wire exchange, which replay serves byte for byte.
+    """
 
     kind: Literal["model_io"] = "model_io"
     ordinal: int = Field(ge=0)
@@ -295,6 +299,7 @@ class ModelIOFact(_FactBase):
     response: ModelResponse | None = None
     error: ErrorInfo | None = None
     cost: Cost | None = None
+    exchange: str | None = None
 
     @property
     def usage(self) -> Usage:
@@ -312,6 +317,7 @@ class ToolCallFact(_FactBase):
     request_digest: str
     result: JsonValue = None
     error: ErrorInfo | None = None
+    exchange: str | None = None
 
 
 class GateFact(_FactBase):

@@ -84,6 +84,30 @@ class Bundle:
     facts: Sequence[Any]
     path: Path | None = None
     volatile: dict[str, Any] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def blob(self, ref: str) -> bytes:
+        """The bytes of blob ``ref`` (``sha256:<hex>``), verified against their digest."""
+        data = self.blobs.get(ref)
+        if data is not None:
+            return data
+        if self.path is None:
+            raise BundleCorruptError(f"blob {ref} is missing", path="<memory>", fix=_RECORD_FIX)
+        blob_path = self.path / BLOBS / ref.removeprefix("sha256:")
+        try:
+            data = blob_path.read_bytes()
+        except OSError:
+            raise BundleCorruptError(
+                f"blob {ref} is missing", path=str(blob_path), fix=_RECORD_FIX
+            ) from None
+        if digest_bytes(data) != ref:
+            raise BundleCorruptError(
+                f"blob {ref} does not match its digest (modified on disk)",
+                path=str(blob_path),
+                fix=_RECORD_FIX,
+            )
+        self.blobs[ref] = data
+        return data
 
     @property
     def name(self) -> str:
@@ -228,14 +252,17 @@ def write_bundle(
     facts: Sequence[Any],
     labels: dict[str, str] | None = None,
     volatile_run: dict[str, Any] | None = None,
+    blobs: dict[str, bytes] | None = None,
 ) -> Bundle:
     """Write a bundle directory atomically and return it.
 
     The files are written into a hidden sibling directory, flushed to disk, and then
     swapped into place, so an interrupted write leaves any previous bundle intact.
+    ``blobs`` are extra content-addressed payloads (such as captured wire exchanges),
+    keyed by the ``sha256:<hex>`` digest of their bytes.
     """
     target = Path(path)
-    blobs: dict[str, bytes] = {}
+    blobs = dict(blobs or {})
     lines = [dumps_record(_outline(fact_record(f), blobs)) for f in facts]
     facts_bytes = b"".join(line + b"\n" for line in lines)
     volatile_facts = {str(f.seq): v for f in facts if (v := volatile_record(f))}
@@ -275,7 +302,9 @@ def write_bundle(
                 "--llmwb-bundle-dir DIR or the llmwb_bundle_dir ini key"
             ),
         ) from exc
-    return Bundle(manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile)
+    return Bundle(
+        manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile, blobs=blobs
+    )
 
 
 # --- reading ---------------------------------------------------------------------------
