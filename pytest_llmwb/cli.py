@@ -154,6 +154,32 @@ def show(path: str, out: TextIO) -> int:
     return 0
 
 
+def cost(path: str, out: TextIO) -> int:
+    """Print the tokens and cost of the bundle at ``path``, per node and artifact."""
+    from .costs import summarize
+    from .store import load_bundle
+
+    summary = summarize(load_bundle(path).facts)
+    out.write(f"total    {summary.total.describe()}\n")
+    tokens = summary.total.tokens
+    out.write(
+        f"tokens   {tokens['input_tokens']} input ({tokens['cache_read_input_tokens']} cache read, "
+        f"{tokens['cache_creation_input_tokens']} cache write), {tokens['output_tokens']} output "
+        f"({tokens['reasoning_output_tokens']} reasoning)\n"
+    )
+    if summary.by_node:
+        out.write("\nby node\n")
+        width = max(len(node) for node in summary.by_node)
+        for node, spend in summary.top_nodes(len(summary.by_node)):
+            out.write(f"  {node:<{width}}  {spend.describe()}\n")
+    if summary.by_artifact:
+        out.write("\nby artifact revision (the model calls it was derived from)\n")
+        width = max(len(name) for name in summary.by_artifact)
+        for name, spend in summary.by_artifact.items():
+            out.write(f"  {name:<{width}}  {spend.describe()}\n")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmwb",
@@ -173,6 +199,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=("bundle", "manifest", "dag", "fact"),
         help="which part (default: bundle, all of them)",
     )
+
+    explain_cmd = commands.add_parser(
+        "explain", help="why a gate decided as it did: decision, policy, subject, and its causes"
+    )
+    explain_cmd.add_argument("bundle", help="path to a bundle directory")
+    explain_cmd.add_argument("--gate", help="the gate id (default: every gate that fired)")
+
+    cost_cmd = commands.add_parser(
+        "cost", help="tokens and cost per node, per artifact revision and in total"
+    )
+    cost_cmd.add_argument("bundle", help="path to a bundle directory")
 
     rehash_cmd = commands.add_parser(
         "rehash", help="accept hand edits to facts.jsonl: validate it and update the manifest"
@@ -201,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + "\n"
             )
             return 0
+        if args.command == "explain":
+            from .explain import explain_gate
+            from .store import load_bundle
+
+            return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout)
+        if args.command == "cost":
+            return cost(args.bundle, sys.stdout)
         if args.command == "rehash":
             from .store import rehash_bundle
 

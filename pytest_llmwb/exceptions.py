@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ArtifactSchemaError",
+    "BudgetExceededError",
     "BundleConflictError",
     "BundleCorruptError",
     "BundleError",
@@ -21,6 +23,8 @@ __all__ = [
     "DagDriftError",
     "DagError",
     "DagFrozenError",
+    "GateDecisionError",
+    "GateSubjectError",
     "LlmwbError",
     "LlmwbWarning",
     "MissingCallsError",
@@ -135,6 +139,25 @@ class DagFrozenError(DagError):
 
 class UndeclaredNodeError(DagError):
     """A fact was recorded on a node the run's DAG does not declare (DAG drift)."""
+
+
+# --- gates, artifacts, budgets ----------------------------------------------------------
+
+
+class GateDecisionError(LlmwbError):
+    """A reviewer (or a scripted decision) gave something that is not a gate decision."""
+
+
+class GateSubjectError(LlmwbError):
+    """A gate was asked about a subject the run did not produce."""
+
+
+class ArtifactSchemaError(LlmwbError):
+    """An artifact (or an edit of one) does not match its schema."""
+
+
+class BudgetExceededError(LlmwbError):
+    """A test's run spent more tokens or money than its ``llmwb`` marker allows."""
 
 
 # --- replay ----------------------------------------------------------------------------

@@ -26,13 +26,15 @@ if TYPE_CHECKING:
 
 MODES = ("replay", "once", "new", "rewrite", "verify")
 MARKER = (
-    "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None): "
+    "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None, "
+    "max_cost=None, max_tokens=None): "
     "record or replay this test's agent run as a pytest-llmwb bundle. "
     "bundle: directory name under the bundle dir (default: the test id); mode: one of "
     f"{', '.join(MODES)}; allow_unused: do not fail when recorded calls go unused; "
-    "gates: {gate_id: decision} scripted gate decisions; dag: the Dag to declare."
+    "gates: {gate_id: decision} scripted gate decisions; dag: the Dag to declare; "
+    "max_cost, max_tokens: fail the test when its run spends more."
 )
-_MARKER_KEYS = {"bundle", "mode", "allow_unused", "gates", "dag"}
+_MARKER_KEYS = {"bundle", "mode", "allow_unused", "gates", "dag", "max_cost", "max_tokens"}
 
 
 @dataclass
@@ -40,8 +42,6 @@ class _Session:
     """Per-session plugin state (kept under a StashKey on the config)."""
 
     bundle_owners: dict[str, list[str]] = field(default_factory=dict)
-    written: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 _session_key = pytest.StashKey[_Session]()
@@ -267,7 +267,6 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
             f"{item.nodeid} and {', '.join(owners)} would both write the bundle {path}",
             fix="give each test its own bundle: @pytest.mark.llmwb(bundle='a-unique-name')",
         )
-    allow_unused = bool(marker.get("allow_unused", config.getini("llmwb_allow_unused")))
     run = Run(
         item.nodeid,
         mode=run_mode,  # type: ignore[arg-type]
@@ -278,42 +277,36 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     )
     if marker.get("dag") is not None:
         run.declare(marker["dag"])
-    state.counts[mode] = state.counts.get(mode, 0) + 1
     with run:
         yield run
-    _finish(item, run, run_mode, path, allow_unused, state)
+    _finish(item, run, mode, run_mode, path, marker)
 
 
 def _finish(
-    item: pytest.Item, run: Run, run_mode: str, path: Path, allow_unused: bool, state: _Session
+    item: pytest.Item, run: Run, mode: str, run_mode: str, path: Path, marker: dict[str, Any]
 ) -> None:
+    """After the test: check budgets and unused calls, then write (or keep) the bundle."""
     __tracebackhide__ = True
-    from .exceptions import ConfigError
-    from .store import safe_dirname
+    from .exceptions import BudgetExceededError, ConfigError
 
     report = item.stash.get(_report_key, None)
     passed = report is not None and report.passed
     config = item.config
-    if run_mode in ("record", "new"):
+    item.user_properties.append(("llmwb", _summary(run, mode)))
+    writes = run_mode in ("record", "new")
+    try:
+        if passed:
+            _check_budget(item, run, marker)
+    except BudgetExceededError:
+        if writes:
+            _keep_failed(item, run, path)
+        raise
+    if writes:
         if passed:
             run.save(path)
-            state.written.append(str(path))
             item.user_properties.append(("llmwb_written", str(path)))
         else:
-            cache = config.cache
-            base = (
-                cache.mkdir("llmwb-failed")
-                if cache is not None
-                else Path(tempfile.mkdtemp(prefix="llmwb-failed-"))
-            )
-            kept = run.save(base / safe_dirname(item.nodeid)).path
-            item.add_report_section(
-                "teardown",
-                "llmwb",
-                f"the test failed, so its bundle was not written; {path} is unchanged.\n"
-                f"The partial run is kept for inspection at {kept} "
-                f"(llmwb show {shlex.quote(str(kept))})",
-            )
+            _keep_failed(item, run, path)
         config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=passed)
         return
     config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=False)
@@ -325,13 +318,101 @@ def _finish(
             f"{', '.join(run.unused_scripted_gates)}",
             fix="remove them from @pytest.mark.llmwb(gates=...) or check the gate ids",
         )
-    if not allow_unused:
+    if not marker.get("allow_unused", config.getini("llmwb_allow_unused")):
         run.check_complete(
             opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) "
             "or set llmwb_allow_unused = true in the ini file"
         )
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
+
+
+def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
+    """Save the run of a failed test aside, for inspection; the bundle stays as it was."""
+    from .store import safe_dirname
+
+    cache = item.config.cache
+    base = (
+        cache.mkdir("llmwb-failed")
+        if cache is not None
+        else Path(tempfile.mkdtemp(prefix="llmwb-failed-"))
+    )
+    kept = run.save(base / safe_dirname(item.nodeid)).path
+    item.add_report_section(
+        "teardown",
+        "llmwb",
+        f"the test failed, so its bundle was not written; {path} is unchanged.\n"
+        f"The partial run is kept for inspection at {kept} "
+        f"(llmwb show {shlex.quote(str(kept))})",
+    )
+
+
+def _check_budget(item: pytest.Item, run: Run, marker: dict[str, Any]) -> None:
+    """Fail a test whose run spent more than ``max_cost`` or ``max_tokens`` allow."""
+    __tracebackhide__ = True
+    from decimal import Decimal, InvalidOperation
+
+    from .costs import money
+    from .exceptions import BudgetExceededError
+
+    max_cost, max_tokens = marker.get("max_cost"), marker.get("max_tokens")
+    if max_cost is None and max_tokens is None:
+        return
+    summary = run.cost
+    over = []
+    if max_tokens is not None and summary.tokens > int(max_tokens):
+        over.append(f"{summary.tokens} tokens, over max_tokens={max_tokens}")
+    if max_cost is not None:
+        try:
+            limit = Decimal(str(max_cost))
+        except InvalidOperation:
+            raise _config_error(item, f"has max_cost={max_cost!r}; use a number") from None
+        spent = sum(summary.total.cost.values(), Decimal(0))
+        if spent > limit:
+            currencies = "/".join(sorted(summary.total.cost)) or "USD"
+            over.append(f"{money(spent)} {currencies}, over max_cost={max_cost}")
+    if over:
+        top = "\n".join(f"    {node}: {spend.describe()}" for node, spend in summary.top_nodes(3))
+        raise BudgetExceededError(
+            f"{item.nodeid} spent {' and '.join(over)}\n  top spenders:\n{top}",
+            fix="make the agent spend less, or raise the budget in "
+            "@pytest.mark.llmwb(max_cost=..., max_tokens=...)",
+        )
+
+
+def _summary(run: Run, mode: str) -> dict[str, Any]:
+    """What the terminal summary shows of one test (plain data: it crosses xdist)."""
+    summary = run.cost
+    from .costs import money
+
+    spent = ", ".join(
+        f"{money(amount)} {cur}" for cur, amount in sorted(summary.total.cost.items())
+    )
+    return {
+        "mode": mode,
+        "calls": len(run.model_calls) + len(run.tool_calls),
+        "tokens": summary.tokens,
+        "cost": spent,
+        "gates": ", ".join(f"{g.gate_id}={g.decision}" for g in run.gates.values()),
+    }
+
+
+def pytest_assertrepr_compare(
+    config: pytest.Config, op: str, left: Any, right: Any
+) -> list[str] | None:
+    """Explain a failed ``gate == expect_gate(...)`` comparison field by field."""
+    if op != "==" or not any(
+        type(side).__module__.startswith("pytest_llmwb.") for side in (left, right)
+    ):
+        return None
+    from .assertions import GateExpectation, explain_mismatch
+    from .schema import GateFact
+
+    if isinstance(left, GateFact) and isinstance(right, GateExpectation):
+        return explain_mismatch(left, right)
+    if isinstance(right, GateFact) and isinstance(left, GateExpectation):
+        return explain_mismatch(right, left)
+    return None
 
 
 # --- reporting ----------------------------------------------------------------------------
@@ -346,16 +427,32 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """List the bundles written in this session."""
-    written: list[str] = []
+    """Per test that used a run: mode, calls, tokens, cost and gates; then bundles written."""
+    written: set[str] = set()
+    rows: dict[str, dict[str, Any]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             for key, value in getattr(report, "user_properties", ()):
                 if key == "llmwb_written":
-                    written.append(value)
-    written = sorted(set(written))
+                    written.add(value)
+                elif key == "llmwb" and getattr(report, "when", None) == "teardown":
+                    rows[report.nodeid] = value
+    if not rows and not written:
+        return
+    terminalreporter.write_sep("-", "llmwb")
+    shown = sorted(rows.items())
+    verbose = config.getoption("verbose") > 0
+    if len(shown) > 20 and not verbose:
+        shown = sorted(rows.items(), key=lambda kv: (kv[1]["tokens"], kv[0]), reverse=True)[:10]
+        terminalreporter.write_line(f"{len(rows)} runs; the 10 that used most tokens (-v for all):")
+    for nodeid, row in shown:
+        line = f"{nodeid}: {row['mode']}, {row['calls']} calls, {row['tokens']} tokens"
+        if row["cost"]:
+            line += f", {row['cost']}"
+        if row["gates"]:
+            line += f"; gates {row['gates']}"
+        terminalreporter.write_line(line)
     if written:
-        terminalreporter.write_sep("-", "llmwb")
         terminalreporter.write_line(f"{len(written)} bundle(s) written:")
-        for path in written:
+        for path in sorted(written):
             terminalreporter.write_line(f"  {os.path.relpath(path)}")

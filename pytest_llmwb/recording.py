@@ -18,11 +18,13 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter
+
+if typing.TYPE_CHECKING:
+    from .costs import CostSummary
 from pydantic_core import to_jsonable_python
 
 from .codec import digest
@@ -36,6 +38,7 @@ from .exceptions import (
     UndeclaredNodeError,
 )
 from .replay import ReplayIndex, short
+from .reviewers import as_decision
 from .schema import (
     ArtifactFact,
     Cost,
@@ -186,6 +189,7 @@ class Run:
         self._dag: DagSnapshot | None = None
         self._recorded_dag: DagSnapshot | None = None
         self._artifact_revisions: dict[str, int] = {}
+        self._artifact_schemas: dict[str, Any] = {}
         self._scripted = dict(gate_decisions or {})
         self._scripted_used: set[str] = set()
         self._tokens: list[tuple[contextvars.Token[Run | None], bool]] = []
@@ -638,22 +642,28 @@ class Run:
         *,
         node: str | None = None,
         derived_from: Sequence[int] | None = None,
+        schema: Any = None,
+        supersedes: int | None = None,
     ) -> ArtifactFact:
-        """Record a revision of artifact ``name`` (a pydantic model or JSON value)."""
+        """Record a revision of artifact ``name``: a pydantic model, or JSON and its schema.
+
+        ``schema`` (a pydantic model class, any type pydantic validates, or a JSON
+        Schema dict) validates a JSON ``value``; a pydantic ``value`` is its own schema.
+        ``derived_from`` defaults to the model and tool calls of the producing node and
+        the DAG nodes upstream of it. Raises :class:`ArtifactSchemaError` when the value
+        does not validate.
+        """
         __tracebackhide__ = True
         node_id = self._node_for(node, name)
         self._check_node(node_id, "artifact")
-        schema_ref = schema_digest = None
-        if isinstance(value, BaseModel):
-            cls = type(value)
-            content = value.model_dump(mode="json")
-            schema_ref = f"{cls.__module__}:{cls.__qualname__}"
-            schema_digest = digest(cls.model_json_schema())
-        else:
-            content = to_jsonable_python(value)
+        content, schema_ref, schema_digest = _artifact_content(name, value, schema)
         with self._lock:
             revision = self._artifact_revisions.get(name, 0) + 1
             self._artifact_revisions[name] = revision
+            if isinstance(value, BaseModel):
+                self._artifact_schemas[name] = type(value)
+            elif schema is not None:
+                self._artifact_schemas[name] = schema
             sources = list(derived_from) if derived_from is not None else self._lineage(node_id)
         return self._append(
             ArtifactFact,
@@ -665,49 +675,49 @@ class Run:
             schema_ref=schema_ref,
             schema_digest=schema_digest,
             derived_from=sources,
+            supersedes=supersedes,
             at=_now(),
         )
 
     def _lineage(self, node: str) -> list[int]:
         """Seqs of the model and tool calls on ``node`` and the DAG nodes upstream of it."""
-        upstream = {node}
-        if self._dag is not None and self._dag.edges:
-            parents: dict[str, set[str]] = {}
-            for edge in self._dag.edges:
-                parents.setdefault(edge.target, set()).add(edge.source)
-            stack = [node]
-            while stack:
-                for parent in parents.get(stack.pop(), ()):
-                    if parent not in upstream:
-                        upstream.add(parent)
-                        stack.append(parent)
-            return [
-                f.seq
-                for f in self._facts
-                if isinstance(f, (ModelIOFact, ToolCallFact)) and f.node in upstream
-            ]
-        return [f.seq for f in self._facts if isinstance(f, (ModelIOFact, ToolCallFact))]
+        upstream = self.upstream(node)
+        return [
+            f.seq
+            for f in self._facts
+            if isinstance(f, (ModelIOFact, ToolCallFact))
+            and (upstream is None or f.node in upstream)
+        ]
+
+    def upstream(self, node: str) -> set[str] | None:
+        """``node`` and every DAG node with a path to it; ``None`` when there are no edges."""
+        return upstream_nodes(self._dag, node) if self._dag is not None else None
 
     def gate(
         self,
         gate_id: str,
         *,
-        reviewer: Callable[[Any], GateDecision | Mapping[str, Any]],
+        reviewer: Any,
         subject: Any = None,
         policy: PolicyRef | str | None = None,
         node: str | None = None,
     ) -> GateFact:
-        """Stop at gate ``gate_id``: ``reviewer(subject)`` decides, and the decision is recorded.
+        """Stop at gate ``gate_id``; the reviewer decides and the decision is recorded.
 
-        ``subject`` is what is reviewed: an :class:`ArtifactFact` (the decision binds to
-        its revision and digest), a :class:`ToolCallFact`, or any JSON value. In replay
-        the recorded decision is served and the reviewer is not asked; a decision
-        scripted with ``gate_decisions`` overrides both.
+        ``subject`` is what is reviewed: an :class:`ArtifactFact` of this run (the
+        decision binds to its revision and digest), a :class:`ToolCallFact` of this run,
+        or any JSON value. ``reviewer`` is a reviewer object (see
+        :mod:`pytest_llmwb.reviewers`) or a callable ``reviewer(subject)``. An
+        ``edited`` decision about an artifact records the edit as its next revision.
+
+        In replay the recorded decision is served and the reviewer is not asked; a
+        decision scripted with ``gate_decisions`` overrides both. A reviewer that raises
+        is recorded as ``escalated`` (never as an approval) with an error fact.
         """
         __tracebackhide__ = True
         node_id = node or gate_id
         self._check_node(node_id, "gate")
-        subject_ref = _subject_ref(subject)
+        subject_ref, subject_value = self._subject(gate_id, subject)
         policy_ref = PolicyRef(id=policy) if isinstance(policy, str) else policy
         request = {
             "gate_id": gate_id,
@@ -723,17 +733,22 @@ class Run:
             recorded = self.index.lookup(node_id, ordinal, "gate", digest(request), request)
         if scripted is not None:
             self._scripted_used.add(gate_id)
-            decision = _scripted_decision(gate_id, scripted)
-            if (
-                recorded is not None
-                and recorded.decision != decision.decision
-                and self.index is not None
-            ):
+            decision = as_decision(
+                scripted,
+                Reviewer(id="scripted", kind="test"),
+                where=f"scripted decision for gate {gate_id!r}",
+            )
+            if decision.reason is None:
+                decision = decision.model_copy(
+                    update={"reason": f"scripted decision for gate {gate_id!r}"}
+                )
+            if recorded is not None and recorded.decision != decision.decision:
+                assert self.index is not None
                 self.index.context.append(
-                    f"gate {gate_id!r} was scripted to {decision.decision!r}; the bundle "
-                    f"recorded {recorded.decision!r}, so calls after it may not be recorded. "
-                    f"Record this branch as its own bundle: add "
-                    f"@pytest.mark.llmwb(bundle='<name>') and run pytest --llmwb-record"
+                    f"gate {gate_id!r} was scripted to {decision.decision!r} but this bundle "
+                    f"recorded {recorded.decision!r}: the calls of that branch are not in it. "
+                    "Record the branch as its own bundle: give the test its own "
+                    "@pytest.mark.llmwb(bundle=...) and run it with --llmwb-record"
                 )
         elif recorded is not None:
             decision = GateDecision(
@@ -743,9 +758,14 @@ class Run:
                 edit=recorded.edit,
             )
         else:
-            raw = reviewer(subject)
-            decision = raw if isinstance(raw, GateDecision) else GateDecision.model_validate(raw)
-        return self._append(
+            from .reviewers import GateRequest
+
+            decision = self._ask(
+                reviewer,
+                GateRequest(gate_id, subject_value, subject_ref, policy_ref, self.name),
+                node_id,
+            )
+        fact = self._append(
             GateFact,
             node=node_id,
             ordinal=ordinal,
@@ -758,6 +778,82 @@ class Run:
             edit=decision.edit,
             at=_now(),
         )
+        if decision.decision == "edited" and isinstance(subject, ArtifactFact):
+            self.artifact(
+                subject.name,
+                decision.edit,
+                node=subject.node,
+                derived_from=[*subject.derived_from, fact.seq],
+                schema=self._artifact_schemas.get(subject.name),
+                supersedes=subject.seq,
+            )
+        return fact
+
+    def _ask(self, reviewer: Any, request: Any, node: str) -> GateDecision:
+        """Ask a reviewer; a reviewer that raises gives a recorded ``escalated`` decision."""
+        __tracebackhide__ = True
+        from .exceptions import GateDecisionError
+        from .reviewers import as_decision
+
+        identity = getattr(reviewer, "identity", None)
+        if not isinstance(identity, Reviewer):
+            name = getattr(reviewer, "__qualname__", type(reviewer).__qualname__)
+            identity = Reviewer(id=str(name), kind="policy")
+        try:
+            if hasattr(reviewer, "review"):
+                raw = reviewer.review(request)
+            else:
+                raw = reviewer(request.subject)
+        except GateDecisionError:
+            raise
+        except Exception as exc:
+            info = _error_info(exc)
+            self._append(ErrorFact, node=node, at=_now(), **info.model_dump())
+            return GateDecision(
+                decision="escalated",
+                reviewer=identity,
+                reason=f"the reviewer raised {info.type}: {info.message}",
+            )
+        return as_decision(raw, identity, where=f"gate {request.gate_id!r}")
+
+    def _subject(self, gate_id: str, subject: Any) -> tuple[SubjectRef | None, Any]:
+        """The reference and the reviewed value of a gate subject produced by this run."""
+        __tracebackhide__ = True
+        if subject is None:
+            return None, None
+        if isinstance(subject, (ArtifactFact, ToolCallFact)):
+            produced = (
+                0 < subject.seq <= len(self._facts) and self._facts[subject.seq - 1] == subject
+            )
+            if not produced:
+                what = (
+                    f"artifact {subject.name!r} revision {subject.revision}"
+                    if isinstance(subject, ArtifactFact)
+                    else f"tool call {subject.tool!r} (seq {subject.seq})"
+                )
+                have = ", ".join(f"{n} rev {f.revision}" for n, f in self.artifacts.items())
+                from .exceptions import GateSubjectError
+
+                raise GateSubjectError(
+                    f"gate {gate_id!r}: the subject, {what}, was not produced by run "
+                    f"{self.name!r} (latest artifacts: {have or 'none'})",
+                    fix="pass the ArtifactFact returned by run.artifact(...) in this run",
+                )
+            if isinstance(subject, ArtifactFact):
+                ref = SubjectRef(
+                    kind="artifact",
+                    digest=subject.content_digest,
+                    name=subject.name,
+                    revision=subject.revision,
+                    seq=subject.seq,
+                )
+                return ref, subject.content
+            ref = SubjectRef(
+                kind="tool_call", digest=subject.request_digest, name=subject.tool, seq=subject.seq
+            )
+            return ref, {"tool": subject.tool, "arguments": subject.arguments}
+        value = to_jsonable_python(subject)
+        return SubjectRef(kind="value", digest=digest(value), value=value), value
 
     # -- results ------------------------------------------------------------------------------
 
@@ -800,9 +896,11 @@ class Run:
         return Usage.model_validate(totals)
 
     @property
-    def cost(self) -> Decimal:
-        """Recorded cost summed over every priced model call."""
-        return sum((f.cost.decimal for f in self.model_calls if f.cost), Decimal(0))
+    def cost(self) -> CostSummary:
+        """Tokens and recorded cost: in total, per node and per artifact revision."""
+        from .costs import summarize
+
+        return summarize(self._facts)
 
     def check_complete(self, *, opt_out: str = "pass allow_unused=True") -> None:
         """In replay, raise if recorded calls were never made (see ``ReplayIndex``)."""
@@ -953,34 +1051,72 @@ def _as_response(raw: ModelResponse | Mapping[str, Any]) -> ModelResponse:
     return raw if isinstance(raw, ModelResponse) else ModelResponse.model_validate(raw)
 
 
-def _subject_ref(subject: Any) -> SubjectRef | None:
-    if subject is None:
+def upstream_nodes(dag: DagSnapshot, node: str) -> set[str] | None:
+    """``node`` and every node of ``dag`` with a path to it; ``None`` when it has no edges."""
+    if not dag.edges:
         return None
-    if isinstance(subject, ArtifactFact):
-        return SubjectRef(
-            kind="artifact",
-            digest=subject.content_digest,
-            name=subject.name,
-            revision=subject.revision,
-            seq=subject.seq,
-        )
-    if isinstance(subject, ToolCallFact):
-        return SubjectRef(
-            kind="tool_call", digest=subject.request_digest, name=subject.tool, seq=subject.seq
-        )
-    return SubjectRef(kind="value", digest=digest(to_jsonable_python(subject)))
+    parents: dict[str, set[str]] = {}
+    for edge in dag.edges:
+        parents.setdefault(edge.target, set()).add(edge.source)
+    found = {node}
+    stack = [node]
+    while stack:
+        for parent in parents.get(stack.pop(), ()):
+            if parent not in found:
+                found.add(parent)
+                stack.append(parent)
+    return found
 
 
-def _scripted_decision(gate_id: str, scripted: Any) -> GateDecision:
-    if isinstance(scripted, GateDecision):
-        return scripted
-    if isinstance(scripted, str):
-        return GateDecision(
-            decision=scripted,  # type: ignore[arg-type]  # validated by pydantic
-            reviewer=Reviewer(id="scripted", kind="test"),
-            reason=f"scripted decision for gate {gate_id!r}",
+def _artifact_content(name: str, value: Any, schema: Any) -> tuple[Any, str | None, str | None]:
+    """The JSON content of an artifact, its schema reference and schema digest."""
+    __tracebackhide__ = True
+    from pydantic import ValidationError
+
+    from .exceptions import ArtifactSchemaError
+
+    if isinstance(value, BaseModel):
+        cls = type(value)
+        return (
+            value.model_dump(mode="json"),
+            f"{cls.__module__}:{cls.__qualname__}",
+            digest(cls.model_json_schema()),
         )
-    return GateDecision.model_validate(scripted)
+    if schema is None:
+        return to_jsonable_python(value), None, None
+    if isinstance(schema, dict):
+        try:
+            import jsonschema
+        except ImportError:  # pragma: no cover - jsonschema is a dependency
+            raise ArtifactSchemaError(
+                "validating against a JSON Schema needs the jsonschema package",
+                fix="pip install jsonschema",
+            ) from None
+        content = to_jsonable_python(value)
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(content)
+        )
+        if error is not None:
+            path = "/" + "/".join(map(str, error.absolute_path))
+            raise ArtifactSchemaError(
+                f"artifact {name!r} does not match its JSON Schema at {path}: {error.message}",
+                fix="fix the value, or the schema if the value is right",
+            )
+        return content, schema.get("$id") or schema.get("title"), digest(schema)
+    try:
+        validated = _adapter(schema).validate_python(value)
+    except ValidationError as exc:
+        lines = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:5]
+        )
+        raise ArtifactSchemaError(
+            f"artifact {name!r} does not match {getattr(schema, '__qualname__', schema)}: {lines}",
+            fix="fix the value, or the schema if the value is right",
+        ) from None
+    if isinstance(validated, BaseModel):
+        return _artifact_content(name, validated, None)
+    return to_jsonable_python(validated), str(schema), digest(_adapter(schema).json_schema())
 
 
 @functools.lru_cache(maxsize=256)

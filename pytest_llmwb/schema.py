@@ -244,7 +244,8 @@ class SubjectRef(_Model):
     """Exactly what a gate reviewed: the digest of the subject and where it came from.
 
     ``kind`` is ``artifact`` (with ``name`` and ``revision``), ``tool_call`` (with the
-    ``seq`` of the fact) or ``value`` (any JSON shown to the reviewer).
+    ``seq`` of the fact) or ``value`` (any JSON shown to the reviewer, kept in
+    ``value`` so that the bundle alone says what was reviewed).
     """
 
     kind: Literal["artifact", "tool_call", "value"]
@@ -252,6 +253,7 @@ class SubjectRef(_Model):
     name: str | None = None
     revision: int | None = None
     seq: int | None = None
+    value: JsonValue = None
 
 
 class GateDecision(_Model):
@@ -335,7 +337,11 @@ class GateFact(_FactBase):
 
 
 class ArtifactFact(_FactBase):
-    """A structured output with a revision, a content digest and its schema."""
+    """A structured output with a revision, a content digest and its schema.
+
+    ``derived_from`` lists the seqs of the facts it was made from; ``supersedes`` is
+    the seq of the revision it replaces (set when a gate edits an artifact).
+    """
 
     kind: Literal["artifact"] = "artifact"
     name: str
@@ -345,6 +351,7 @@ class ArtifactFact(_FactBase):
     schema_ref: str | None = None
     schema_digest: str | None = None
     derived_from: list[int] = Field(default_factory=list)
+    supersedes: int | None = None
 
 
 class ErrorFact(_FactBase):

@@ -1,0 +1,108 @@
+"""Why did a gate decide as it did? Answered from a bundle alone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from .assertions import describe_gate
+from .costs import summarize
+from .recording import upstream_nodes
+from .replay import short
+from .schema import ArtifactFact, GateFact, ModelIOFact, ToolCallFact
+
+__all__ = ["explain_gate"]
+
+
+def _text(value: Any, width: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cause(fact: Any) -> list[str]:
+    if isinstance(fact, ModelIOFact):
+        head = f"#{fact.seq} model_io on {fact.node}: {fact.provider}/{fact.request.model}"
+        head += f", {fact.usage.input_tokens} in / {fact.usage.output_tokens} out tokens"
+        if fact.cost is not None:
+            head += f", {fact.cost.amount} {fact.cost.currency}"
+        lines = [head]
+        if fact.request.messages:
+            lines.append(f"    asked:    {_text(fact.request.messages[-1].content)}")
+        if fact.response is not None:
+            answer = fact.response.content or ", ".join(c.name for c in fact.response.tool_calls)
+            lines.append(f"    answered: {_text(answer)}")
+        if fact.error is not None:
+            lines.append(f"    failed:   {fact.error.type}: {_text(fact.error.message)}")
+        return lines
+    if isinstance(fact, ToolCallFact):
+        outcome = f"raised {fact.error.type}" if fact.error else f"-> {short(fact.result, 90)}"
+        return [
+            f"#{fact.seq} tool_call on {fact.node}: {fact.tool}({short(fact.arguments, 70)})",
+            f"    {outcome}",
+        ]
+    if isinstance(fact, GateFact):
+        who = f"{fact.reviewer.kind} {fact.reviewer.id}"
+        return [f"#{fact.seq} gate {fact.gate_id}: {fact.decision} by {who}"]
+    if isinstance(fact, ArtifactFact):
+        return [
+            f"#{fact.seq} artifact {fact.name} revision {fact.revision} ({fact.content_digest})"
+        ]
+    return []
+
+
+def explain_gate(bundle: Any, gate_id: str | None, out: TextIO) -> int:
+    """Write, for each firing of ``gate_id`` (or of every gate), why it decided so.
+
+    Returns 0, or 2 when the gate never fired (the message lists the gates that did).
+    """
+    facts = list(bundle.facts)
+    gates = [
+        f for f in facts if isinstance(f, GateFact) and (gate_id is None or f.gate_id == gate_id)
+    ]
+    if not gates:
+        from .exceptions import LlmwbError
+
+        fired = sorted({f.gate_id for f in facts if isinstance(f, GateFact)})
+        raise LlmwbError(
+            f"gate {gate_id!r} never fired in {bundle.path} "
+            f"(gates that fired: {', '.join(fired) or 'none'})",
+            fix="pass one of those with --gate, or leave --gate out to explain every gate",
+        )
+    by_seq = {f.seq: f for f in facts}
+    for index, gate in enumerate(gates):
+        if index:
+            out.write("\n")
+        out.write("\n".join(describe_gate(gate)) + "\n")
+        subject = gate.subject
+        reviewed: Any = None
+        derived: list[int] = []
+        if subject is not None:
+            if subject.kind == "value":
+                reviewed = subject.value
+            elif subject.seq is not None and subject.seq in by_seq:
+                source = by_seq[subject.seq]
+                if isinstance(source, ArtifactFact):
+                    reviewed = source.content
+                    derived = list(source.derived_from)
+                elif isinstance(source, ToolCallFact):
+                    reviewed = {"tool": source.tool, "arguments": source.arguments}
+            if reviewed is not None:
+                out.write(f"  reviewed: {_text(reviewed, 300)}\n")
+        if gate.edit is not None:
+            out.write(f"  edit:     {_text(gate.edit, 300)}\n")
+        path = upstream_nodes(bundle.dag, gate.node)
+        causes = [
+            f
+            for f in facts
+            if f.seq < gate.seq
+            and isinstance(f, (ModelIOFact, ToolCallFact, GateFact, ArtifactFact))
+            and (f.seq in derived or path is None or f.node in path)
+        ]
+        nodes = [n for n in bundle.dag.node_ids if path is None or n in path]
+        out.write(f"\nwhat led to it ({len(causes)} facts on the path {' -> '.join(nodes)}):\n")
+        for fact in causes:
+            out.write("".join(f"  {line}\n" for line in _cause(fact)))
+        spend = summarize(causes).total
+        out.write(f"spent on that path: {spend.describe()}\n")
+    return 0
