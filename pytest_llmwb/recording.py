@@ -867,6 +867,10 @@ class Run:
         """The latest revision of each artifact, by name."""
         return {f.name: f for f in self._facts if isinstance(f, ArtifactFact)}
 
+    def revisions(self, name: str) -> list[ArtifactFact]:
+        """Every revision of artifact ``name``, oldest first."""
+        return [f for f in self._facts if isinstance(f, ArtifactFact) and f.name == name]
+
     @property
     def model_calls(self) -> list[ModelIOFact]:
         """All model_io receipts, in order."""

@@ -44,14 +44,14 @@ def test_replays_offline_records_identically_and_reports_a_prompt_change(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")  # and would fail at once
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("LLMWB_EXAMPLE_MODEL", "scripted-support-1")
-    _run(pytester).assert_outcomes(passed=5)
+    _run(pytester).assert_outcomes(passed=8)
     monkeypatch.delenv("LLMWB_EXAMPLE_PROVIDER")
     monkeypatch.delenv("LLMWB_EXAMPLE_MODEL")
 
     # 2. record again: DAG and fact files are byte-identical
     result = _run(pytester, "--llmwb-record")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["*5 bundle(s) written:*"])
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["*8 bundle(s) written:*"])
     assert _same_files(committed, project / BUNDLES, ("dag.json", "facts.jsonl")) == []
 
     # 3. change one prompt: replay names the node, the config key and both texts
@@ -78,7 +78,7 @@ def test_default_provider_never_goes_live_because_a_key_is_present(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.delenv("LLMWB_EXAMPLE_PROVIDER", raising=False)
-    _run(pytester, "--llmwb-record").assert_outcomes(passed=5)
+    _run(pytester, "--llmwb-record").assert_outcomes(passed=8)
     facts = (
         project / BUNDLES / "test_large_refund_is_approved_by_policy" / "facts.jsonl"
     ).read_text()
@@ -94,4 +94,34 @@ def test_unknown_provider_is_a_clear_error(
     assert result.ret != 0
     result.stdout.fnmatch_lines(
         ["*LLMWB_EXAMPLE_PROVIDER='bogus': use 'scripted' (the default) or 'openai'*"]
+    )
+
+
+def test_scripting_the_other_branch_of_a_gate_names_the_gate_and_the_first_unrecorded_call(
+    project: Path, pytester: pytest.Pytester
+) -> None:
+    (project / "tests" / "test_branch.py").write_text(
+        "import pytest\n"
+        "from support_agent import SupportAgent, Ticket\n\n"
+        "@pytest.mark.llmwb('test_large_refund_is_approved_by_policy',\n"
+        "                   gates={'approve_refund': 'rejected'})\n"
+        "def test_rejected_branch(llmwb):\n"
+        "    SupportAgent().handle(Ticket(id='T-2', customer='bo@example.com',\n"
+        "                                 text='I want my money back for B-2002.'))\n"
+    )
+    bundles = project / "tests" / "llmwb_bundles"
+    (bundles / "test_branch").mkdir()
+    shutil.copytree(
+        bundles / "test_refund" / "test_large_refund_is_approved_by_policy",
+        bundles / "test_branch" / "test_large_refund_is_approved_by_policy",
+    )
+    result = _run(pytester, "tests/test_branch.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PayloadDriftError: request drift at node 'draft_reply', 1st call (ordinal 0)*",
+            "*/messages/0/content:*",
+            "*note: gate 'approve_refund' was scripted to 'rejected' but this bundle recorded "
+            "'approved': the calls of that branch are not in it.*",
+        ]
     )

@@ -14,7 +14,15 @@ from typing import Any
 from pydantic import BaseModel
 
 import pytest_llmwb as llmwb
-from pytest_llmwb import Dag, GateDecision, Message, ModelRequest, PolicyRef, Reviewer
+from pytest_llmwb import (
+    Dag,
+    GateDecision,
+    Message,
+    ModelRequest,
+    PolicyRef,
+    PolicyReviewer,
+    Reviewer,
+)
 
 from .llm import MODEL, complete
 from .models import Order, Refund, Reply, Ticket
@@ -33,6 +41,9 @@ REFUND_GATE_THRESHOLD = 100.0
 #: Refunds up to this amount are approved by policy; larger ones are rejected for review.
 AUTO_APPROVE_LIMIT = 500.0
 REFUND_POLICY = PolicyRef(id="refund-policy", version="2026-11")
+REPLY_POLICY = PolicyRef(id="reply-style", version="3")
+#: Phrases a reply must never contain: the reply-style policy rejects them.
+FORBIDDEN_PHRASES = ("guarantee", "lawyer")
 
 DAG = (
     Dag("support_agent")
@@ -41,8 +52,10 @@ DAG = (
     .gate("approve_refund", policy=REFUND_POLICY.model_dump(), threshold=REFUND_GATE_THRESHOLD)
     .tool("issue_refund", returns=Refund)
     .model("draft_reply", prompt=DRAFT_PROMPT, model=MODEL, temperature=0)
+    .gate("review_reply", policy=REPLY_POLICY.model_dump(), forbidden=list(FORBIDDEN_PHRASES))
     .chain("classify", "lookup_order", "approve_refund", "issue_refund", "draft_reply")
     .edge("lookup_order", "draft_reply")
+    .edge("draft_reply", "review_reply")
 )
 
 
@@ -70,18 +83,40 @@ def refund_policy(subject: dict[str, Any]) -> GateDecision:
     )
 
 
-class SupportAgent:
-    """Answers refund tickets. ``reviewer`` decides at the approve_refund gate."""
+def _reply_rule(reply: dict[str, Any]) -> tuple[str, str]:
+    found = [p for p in FORBIDDEN_PHRASES if p in str(reply["message"]).lower()]
+    if found:
+        return "rejected", f"the reply contains {', '.join(found)}"
+    return "approved", "no forbidden phrases"
 
-    def __init__(self, reviewer: Callable[[Any], GateDecision] = refund_policy) -> None:
+
+#: Replies are checked by the reply-style policy; a host could use a CallbackReviewer
+#: here to put a person in the loop through its own UI.
+reply_style = PolicyReviewer(REPLY_POLICY, _reply_rule)
+
+FALLBACK = "Thanks for your patience: a colleague will follow up on your ticket personally."
+
+
+class SupportAgent:
+    """Answers refund tickets.
+
+    ``reviewer`` decides at the approve_refund gate, ``reply_reviewer`` at review_reply.
+    """
+
+    def __init__(
+        self,
+        reviewer: Callable[[Any], GateDecision] = refund_policy,
+        reply_reviewer: Any = reply_style,
+    ) -> None:
         self.reviewer = reviewer
+        self.reply_reviewer = reply_reviewer
 
     def handle(self, ticket: Ticket) -> Reply:
         """Handle one ticket end to end and return the reply sent to the customer."""
         llmwb.declare(DAG)
         intent = self.classify(ticket)
         if intent.order_id is None:
-            return self.draft(ticket, None, None, None)
+            return self.review(self.draft(ticket, None, None, None))
         order = lookup_order(intent.order_id)
         refund: Refund | None = None
         decision: str | None = None
@@ -102,7 +137,22 @@ class SupportAgent:
                 approved = decision == "approved"
             if approved:
                 refund = issue_refund(order.id, order.amount)
-        return self.draft(ticket, order, refund, decision)
+        return self.review(self.draft(ticket, order, refund, decision))
+
+    def review(self, reply: Reply) -> Reply:
+        """Stop at the review_reply gate: the reviewer sees exactly the reply to be sent."""
+        draft = llmwb.artifact("reply", reply, node="draft_reply")
+        outcome = llmwb.gate(
+            "review_reply",
+            reviewer=self.reply_reviewer,
+            subject=draft if draft is not None else reply.model_dump(mode="json"),
+            policy=REPLY_POLICY,
+        )
+        if outcome.decision == "edited":
+            return Reply.model_validate(outcome.edit)
+        if outcome.decision != "approved":
+            return reply.model_copy(update={"message": FALLBACK})
+        return reply
 
     @llmwb.step("classify")
     def classify(self, ticket: Ticket) -> Intent:
@@ -121,7 +171,7 @@ class SupportAgent:
     def draft(
         self, ticket: Ticket, order: Order | None, refund: Refund | None, decision: str | None
     ) -> Reply:
-        """Ask the model for the reply, and record it as the ``reply`` artifact."""
+        """Ask the model for the reply to send."""
         facts = {
             "customer": ticket.customer,
             "order_id": order.id if order else None,
@@ -136,12 +186,10 @@ class SupportAgent:
                 params={"temperature": 0},
             )
         )
-        reply = Reply(
+        return Reply(
             ticket_id=ticket.id,
             order_id=order.id if order else None,
             message=response.content or "",
             refund_amount=refund.amount if refund else 0.0,
             refund_issued=refund is not None,
         )
-        llmwb.artifact("reply", reply)
-        return reply
