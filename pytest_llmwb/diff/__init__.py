@@ -1,0 +1,65 @@
+"""Semantic diff of two runs (layer 7 of DESIGN.md).
+
+DAG changes, facts aligned by content, gate, artifact, token and cost deltas, and
+renderers for the terminal, Markdown (PR comments) and JSON.
+"""
+
+from .engine import (
+    ABSENT,
+    Absent,
+    Change,
+    DagChange,
+    DagFieldChanged,
+    DiffStats,
+    EdgeAdded,
+    EdgeRemoved,
+    FactAdded,
+    FactChange,
+    FactChanged,
+    FactRemoved,
+    FactsMoved,
+    NodeAdded,
+    NodeConfigChanged,
+    NodeKindChanged,
+    NodeRemoved,
+    NodeUsage,
+    RunDiff,
+    RunLike,
+    UsageDelta,
+    ValueChange,
+    diff_dags,
+    diff_runs,
+    fact_label,
+)
+from .render import render_json, render_markdown, render_text
+
+__all__ = [
+    "ABSENT",
+    "Absent",
+    "Change",
+    "DagChange",
+    "DagFieldChanged",
+    "DiffStats",
+    "EdgeAdded",
+    "EdgeRemoved",
+    "FactAdded",
+    "FactChange",
+    "FactChanged",
+    "FactRemoved",
+    "FactsMoved",
+    "NodeAdded",
+    "NodeConfigChanged",
+    "NodeKindChanged",
+    "NodeRemoved",
+    "NodeUsage",
+    "RunDiff",
+    "RunLike",
+    "UsageDelta",
+    "ValueChange",
+    "diff_dags",
+    "diff_runs",
+    "fact_label",
+    "render_json",
+    "render_markdown",
+    "render_text",
+]
