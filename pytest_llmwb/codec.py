@@ -62,7 +62,10 @@ def canonical_json(obj: Any) -> bytes:
     integers beyond 2**53, non-string keys).
     """
     if _fast_path_ok(obj):
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+            raise ValueError(f"value cannot be canonicalized as JSON: {exc}") from exc
     import rfc8785
 
     try:
@@ -98,8 +101,9 @@ def _escape_pointer(token: str) -> str:
 def pointer_changes(old: Any, new: Any, *, limit: int = 50) -> list[tuple[str, Any, Any]]:
     """The JSON-pointer paths at which ``old`` and ``new`` differ, with both values.
 
-    A missing side is reported as the string ``"<absent>"``. At most ``limit`` changes
-    are returned, in document order.
+    A missing side is reported as the string ``"<absent>"``; a change of the whole
+    value has the empty pointer ``""``. At most ``limit`` changes are returned, in
+    document order.
     """
     absent = "<absent>"
     out: list[tuple[str, Any, Any]] = []
@@ -128,7 +132,7 @@ def pointer_changes(old: Any, new: Any, *, limit: int = 50) -> list[tuple[str, A
                     walk(a[index], b[index], sub)
             return
         if type(a) is not type(b) or a != b:
-            out.append((path or "/", a, b))
+            out.append((path, a, b))  # "" is the whole document (RFC 6901)
 
     walk(old, new, "")
     return out

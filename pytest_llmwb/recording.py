@@ -459,7 +459,7 @@ class Run:
         provider: str,
         operation: str,
     ) -> tuple[ModelRequest, str, int, str, Any]:
-        req = request if isinstance(request, ModelRequest) else ModelRequest.model_validate(request)
+        req = _as_request(request)
         node_id = self._node_for(node, f"{provider}.{operation}")
         self._check_node(node_id, "model_io")
         req_json = req.model_dump(mode="json")
@@ -909,7 +909,7 @@ class Run:
     def check_complete(self, *, opt_out: str = "pass allow_unused=True") -> None:
         """In replay, raise if recorded calls were never made (see ``ReplayIndex``)."""
         __tracebackhide__ = True
-        if self.index is not None and self.mode == "replay":
+        if self.index is not None and self.mode in ("replay", "verify"):
             self.index.check_all_used(opt_out=opt_out)
 
     @property
@@ -1051,6 +1051,10 @@ def text_window(old: str, new: str, width: int = 100) -> tuple[str, str]:
     return cut(old), cut(new)
 
 
+def _as_request(raw: ModelRequest | Mapping[str, Any]) -> ModelRequest:
+    return raw if isinstance(raw, ModelRequest) else ModelRequest.model_validate(raw)
+
+
 def _as_response(raw: ModelResponse | Mapping[str, Any]) -> ModelResponse:
     return raw if isinstance(raw, ModelResponse) else ModelResponse.model_validate(raw)
 
@@ -1182,7 +1186,7 @@ def model(
                 __tracebackhide__ = True
                 run = current_run()
                 if run is None:
-                    return await func(request, *args, **kwargs)
+                    return _as_response(await func(_as_request(request), *args, **kwargs))
                 return await run.amodel_io(
                     request,
                     lambda r: func(r, *args, **kwargs),
@@ -1199,7 +1203,7 @@ def model(
             __tracebackhide__ = True
             run = current_run()
             if run is None:
-                return func(request, *args, **kwargs)
+                return _as_response(func(_as_request(request), *args, **kwargs))
             return run.model_io(
                 request,
                 lambda r: func(r, *args, **kwargs),

@@ -161,7 +161,10 @@ class ReplayIndex:
             changes: list[tuple[str, Any, Any]] = [("/kind", recorded.kind, kind)]
         else:
             changes = pointer_changes(call_request(recorded), request)
-        lines = "\n".join(f"    {path}: {short(old)} -> {short(new)}" for path, old, new in changes)
+        lines = "\n".join(
+            f"    {path or '(the whole request)'}: {short(old)} -> {short(new)}"
+            for path, old, new in changes
+        )
         raise PayloadDriftError(
             f"request drift at {where}: the {kind} request differs from the recording\n"
             f"  changed (recorded -> now):\n{lines}\n  bundle: {self.source}{self._context()}",

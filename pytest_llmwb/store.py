@@ -151,9 +151,11 @@ def safe_dirname(name: str) -> str:
     differ only in unsafe characters (or after truncation) stay distinct.
     """
     cleaned = _UNSAFE.sub("_", name).strip(". ")
-    legal = cleaned == name and cleaned and not _RESERVED.match(cleaned)
-    if legal and len(cleaned.encode()) <= MAX_NAME:
+    reserved = bool(_RESERVED.match(cleaned))
+    if cleaned == name and cleaned and not reserved and len(cleaned.encode()) <= MAX_NAME:
         return cleaned
+    if reserved:  # "aux.txt" is a device on Windows whatever follows the dot
+        cleaned = "_" + cleaned
     suffix = hashlib.sha256(name.encode()).hexdigest()[:10]
     budget = MAX_NAME - len(suffix) - 1
     head = cleaned.encode()[:budget].decode(errors="ignore").rstrip(". ") or "bundle"
@@ -520,7 +522,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 
 def _check_dag(dag: DagSnapshot, manifest: Manifest, path: Path) -> None:
-    from .dag import _snapshot
+    from .dag import _node, _snapshot
 
     for node in dag.nodes:
         for key, value in node.config.items():
@@ -532,6 +534,14 @@ def _check_dag(dag: DagSnapshot, manifest: Manifest, path: Path) -> None:
                     field=f"nodes.{node.id}.config.{key}",
                     fix=_RECORD_FIX,
                 )
+        if _node(node.id, node.kind, dict(node.config)).digest != node.digest:
+            raise BundleCorruptError(
+                f"dag.json: node {node.id!r} does not match its digest "
+                "(id, kind or config edited by hand?)",
+                path=str(path),
+                field=f"nodes.{node.id}",
+                fix=_RECORD_FIX,
+            )
     rebuilt = _snapshot(dag.name, dag.declared, list(dag.nodes), list(dag.edges))
     if rebuilt.digest != dag.digest or dag.digest != manifest.dag_digest:
         raise BundleCorruptError(
