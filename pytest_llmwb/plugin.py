@@ -390,7 +390,7 @@ def _summary(run: Run, mode: str) -> dict[str, Any]:
     )
     return {
         "mode": mode,
-        "calls": len(run.model_calls) + len(run.tool_calls),
+        "calls": run.count("model_io", "tool_call"),
         "tokens": summary.tokens,
         "cost": spent,
         "gates": ", ".join(f"{g.gate_id}={g.decision}" for g in run.gates.values()),

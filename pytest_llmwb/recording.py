@@ -210,12 +210,18 @@ class Run:
             return replay
         from .store import Bundle, load_bundle
 
-        bundle = replay if isinstance(replay, Bundle) else load_bundle(replay)
+        if isinstance(replay, Bundle):
+            index = ReplayIndex.from_facts(replay.facts, fix=self._fix())
+            bundle = replay
+        else:
+            # facts stay as their stored lines; the index keeps (kind, digest, seq) per call
+            index = ReplayIndex([], fix=self._fix())
+            bundle = load_bundle(replay, lazy=True, visit=index.add)
+            index.facts = bundle.facts
+        index.source = str(bundle.path or "the bundle")
         self._recorded_dag = bundle.dag
         self._replayed = bundle
-        return ReplayIndex.from_facts(
-            bundle.facts, source=str(bundle.path or "the bundle"), fix=self._fix()
-        )
+        return index
 
     def _fix(self) -> str:
         return self.record_command or "record the run again (Run(..., mode='record'))"
@@ -295,7 +301,17 @@ class Run:
     @property
     def facts(self) -> list[Any]:
         """The facts recorded so far, in ``seq`` order."""
-        return list(self._facts)
+        return list(self._iter())
+
+    def _iter(self, *kinds: str) -> Iterator[Any]:
+        """The facts (of ``kinds``, or all), each read when reached: nothing is kept."""
+        for item in self._facts:
+            if not kinds or item.kind in kinds:
+                yield item.load() if type(item) is _Served else item
+
+    def count(self, *kinds: str) -> int:
+        """How many facts (of ``kinds``, or in all) the run has, without reading them."""
+        return sum(1 for item in self._facts if not kinds or item.kind in kinds)
 
     def _append(self, cls: type[FactT], **fields: Any) -> FactT:
         trace_id, span_id = _trace_ids()
@@ -494,28 +510,26 @@ class Run:
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         if self.mode == "verify" and self.index is not None:
-            recorded = self.index.calls.get((node, ordinal))
+            recorded = self.index.recorded(node, ordinal)
             if isinstance(recorded, ModelIOFact) and recorded.response != fact.response:
                 self.verify_report.append(
                     f"node {node!r} ordinal {ordinal}: live response differs from the recording"
                 )
 
+    def _append_served(self, recorded: Any) -> None:
+        """Record a call answered from the bundle: a reference to the recorded fact."""
+        trace_id, span_id = _trace_ids()
+        with self._lock:
+            seq = len(self._facts) + 1
+            fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
+            self._facts.append(_Served(recorded, self._replayed_facts(), fields))
+
+    def _replayed_facts(self) -> Sequence[Any]:
+        return self.index.facts if self.index is not None else ()
+
     def _replayed_model(self, recorded: Any, node: str, ordinal: int) -> ModelResponse:
         __tracebackhide__ = True
-        self._append(
-            ModelIOFact,
-            node=node,
-            ordinal=ordinal,
-            provider=recorded.provider,
-            operation=recorded.operation,
-            request=recorded.request,
-            request_digest=recorded.request_digest,
-            response=recorded.response,
-            error=recorded.error,
-            cost=recorded.cost,
-            at=_now(),
-            duration_ms=0.0,
-        )
+        self._append_served(recorded)
         if recorded.error is not None:
             raise _rebuild(recorded.error)
         assert recorded.response is not None
@@ -615,18 +629,7 @@ class Run:
 
     def _replayed_tool(self, recorded: Any, node: str, ordinal: int, result_type: Any) -> Any:
         __tracebackhide__ = True
-        self._append(
-            ToolCallFact,
-            node=node,
-            ordinal=ordinal,
-            tool=recorded.tool,
-            arguments=recorded.arguments,
-            request_digest=recorded.request_digest,
-            result=recorded.result,
-            error=recorded.error,
-            at=_now(),
-            duration_ms=0.0,
-        )
+        self._append_served(recorded)
         if recorded.error is not None:
             raise _rebuild(recorded.error)
         if result_type is None:
@@ -683,10 +686,10 @@ class Run:
         """Seqs of the model and tool calls on ``node`` and the DAG nodes upstream of it."""
         upstream = self.upstream(node)
         return [
-            f.seq
-            for f in self._facts
-            if isinstance(f, (ModelIOFact, ToolCallFact))
-            and (upstream is None or f.node in upstream)
+            item.seq
+            for item in self._facts
+            if item.kind in ("model_io", "tool_call")
+            and (upstream is None or item.node in upstream)
         ]
 
     def upstream(self, node: str) -> set[str] | None:
@@ -823,7 +826,8 @@ class Run:
             return None, None
         if isinstance(subject, (ArtifactFact, ToolCallFact)):
             produced = (
-                0 < subject.seq <= len(self._facts) and self._facts[subject.seq - 1] == subject
+                0 < subject.seq <= len(self._facts)
+                and _load(self._facts[subject.seq - 1]) == subject
             )
             if not produced:
                 what = (
@@ -860,26 +864,26 @@ class Run:
     @property
     def gates(self) -> dict[str, GateFact]:
         """The last decision of each gate, by gate id."""
-        return {f.gate_id: f for f in self._facts if isinstance(f, GateFact)}
+        return {f.gate_id: f for f in self._iter("gate")}
 
     @property
     def artifacts(self) -> dict[str, ArtifactFact]:
         """The latest revision of each artifact, by name."""
-        return {f.name: f for f in self._facts if isinstance(f, ArtifactFact)}
+        return {f.name: f for f in self._iter("artifact")}
 
     def revisions(self, name: str) -> list[ArtifactFact]:
         """Every revision of artifact ``name``, oldest first."""
-        return [f for f in self._facts if isinstance(f, ArtifactFact) and f.name == name]
+        return [f for f in self._iter("artifact") if f.name == name]
 
     @property
     def model_calls(self) -> list[ModelIOFact]:
         """All model_io receipts, in order."""
-        return [f for f in self._facts if isinstance(f, ModelIOFact)]
+        return list(self._iter("model_io"))
 
     @property
     def tool_calls(self) -> list[ToolCallFact]:
         """All tool calls, in order."""
-        return [f for f in self._facts if isinstance(f, ToolCallFact)]
+        return list(self._iter("tool_call"))
 
     @property
     def usage(self) -> Usage:
@@ -904,7 +908,7 @@ class Run:
         """Tokens and recorded cost: in total, per node and per artifact revision."""
         from .costs import summarize
 
-        return summarize(self._facts)
+        return summarize(self._iter("model_io", "artifact"))
 
     def check_complete(self, *, opt_out: str = "pass allow_unused=True") -> None:
         """In replay, raise if recorded calls were never made (see ``ReplayIndex``)."""
@@ -970,20 +974,47 @@ class Run:
         """Write the run as a bundle directory (atomically) and return the :class:`Bundle`."""
         from .store import write_bundle
 
-        refs = {f.exchange for f in self._facts if getattr(f, "exchange", None)}
+        facts = list(self._iter())
+        refs = {f.exchange for f in facts if getattr(f, "exchange", None)}
         blobs = {ref: self.blob(ref) for ref in sorted(refs)}
         return write_bundle(
             path,
             blobs=blobs,
             name=self.name,
             dag=self.dag,
-            facts=self._facts,
+            facts=facts,
             labels=self.labels,
             volatile_run={"started_at": self.started_at, "finished_at": _now(), "mode": self.mode},
         )
 
 
 _NODE_KIND = {"model_io": "model", "tool_call": "tool", "gate": "gate"}
+
+
+class _Served:
+    """A call fact answered from the bundle, kept as a reference to the recorded fact.
+
+    A replayed run of 100,000 calls would otherwise hold 100,000 rebuilt pydantic
+    facts; this holds the recorded fact's place in the (lazily loaded) bundle and the
+    few fields that differ, and rebuilds the fact when it is read.
+    """
+
+    __slots__ = ("fields", "kind", "node", "seq", "source", "source_seq")
+
+    def __init__(self, recorded: Any, source: Sequence[Any], fields: dict[str, Any]) -> None:
+        self.kind: str = recorded.kind
+        self.node: str = recorded.node
+        self.seq: int = fields["seq"]
+        self.source_seq: int = recorded.seq
+        self.source = source
+        self.fields = {**fields, "duration_ms": 0.0}
+
+    def load(self) -> Any:
+        return self.source[self.source_seq - 1].model_copy(update=self.fields)
+
+
+def _load(item: Any) -> Any:
+    return item.load() if type(item) is _Served else item
 
 
 def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fix: str) -> None:

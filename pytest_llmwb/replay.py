@@ -73,11 +73,15 @@ def call_digest(fact: CallFact) -> str:
 class ReplayIndex:
     """The calls of a recorded run, keyed by ``(node, ordinal)``.
 
-    ``source`` names the bundle in messages; ``fix`` is the command that re-records it.
-    ``context`` is extra text appended to drift messages (e.g. a scripted gate branch).
+    ``calls`` maps each key to ``(kind, request digest, seq)``; the recorded facts
+    themselves are read from ``facts`` (by ``seq``) only when a call is served, so an
+    index over a lazily loaded bundle stays small. ``source`` names the bundle in
+    messages; ``fix`` is the command that re-records it; ``context`` is extra text
+    appended to drift messages (e.g. a scripted gate branch).
     """
 
-    calls: dict[tuple[str, int], CallFact]
+    facts: Sequence[Any]
+    calls: dict[tuple[str, int], tuple[str, str, int]] = field(default_factory=dict)
     source: str = "the bundle"
     fix: str | None = None
     consumed: set[tuple[str, int]] = field(default_factory=set)
@@ -90,15 +94,26 @@ class ReplayIndex:
         cls, facts: Sequence[Any], *, source: str = "the bundle", fix: str | None = None
     ) -> ReplayIndex:
         """Index the call facts (model_io, tool_call, gate) of a recorded run."""
-        calls: dict[tuple[str, int], CallFact] = {}
-        by_digest: dict[tuple[str, str], list[int]] = {}
-        per_node: dict[str, int] = {}
+        index = cls(facts, source=source, fix=fix)
         for fact in facts:
-            if isinstance(fact, (ModelIOFact, ToolCallFact, GateFact)):
-                calls[(fact.node, fact.ordinal)] = fact
-                by_digest.setdefault((fact.node, call_digest(fact)), []).append(fact.ordinal)
-                per_node[fact.node] = per_node.get(fact.node, 0) + 1
-        return cls(calls, source, fix, _by_digest=by_digest, _per_node=per_node)
+            index.add(fact)
+        return index
+
+    def add(self, fact: Any) -> None:
+        """Index one recorded fact (facts that are not calls are ignored)."""
+        if isinstance(fact, (ModelIOFact, ToolCallFact, GateFact)):
+            request_digest = call_digest(fact)
+            self.calls[(fact.node, fact.ordinal)] = (fact.kind, request_digest, fact.seq)
+            self._by_digest.setdefault((fact.node, request_digest), []).append(fact.ordinal)
+            self._per_node[fact.node] = self._per_node.get(fact.node, 0) + 1
+
+    def recorded(self, node: str, ordinal: int) -> CallFact | None:
+        """The recorded call at ``(node, ordinal)``, or ``None``."""
+        entry = self.calls.get((node, ordinal))
+        if entry is None:
+            return None
+        fact: CallFact = self.facts[entry[2] - 1]
+        return fact
 
     def _context(self) -> str:
         return "".join(f"\n  note: {line}" for line in self.context)
@@ -107,11 +122,12 @@ class ReplayIndex:
         self, node: str, ordinal: int, kind: str, request_digest: str, request: Any
     ) -> CallFact | None:
         """The recorded call at ``(node, ordinal)`` if its request matches, else ``None``."""
-        recorded = self.calls.get((node, ordinal))
-        if recorded is None or recorded.kind != kind or call_digest(recorded) != request_digest:
+        entry = self.calls.get((node, ordinal))
+        if entry is None or entry[0] != kind or entry[1] != request_digest:
             return None
         self.consumed.add((node, ordinal))
-        return recorded
+        fact: CallFact = self.facts[entry[2] - 1]
+        return fact
 
     def take(
         self, node: str, ordinal: int, kind: str, request_digest: str, request: Any
@@ -127,7 +143,7 @@ class ReplayIndex:
         served = self.lookup(node, ordinal, kind, request_digest, request)
         if served is not None:
             return served
-        recorded = self.calls.get((node, ordinal))
+        recorded = self.recorded(node, ordinal)
         where = f"node {node!r}, {nth(ordinal)} (ordinal {ordinal})"
         if recorded is None:
             count = self._per_node.get(node, 0)
@@ -176,8 +192,8 @@ class ReplayIndex:
 
     def unused(self) -> list[CallFact]:
         """Recorded calls the replayed run never made, in recorded order."""
-        left = [fact for key, fact in self.calls.items() if key not in self.consumed]
-        return sorted(left, key=lambda fact: fact.seq)
+        left = sorted(entry[2] for key, entry in self.calls.items() if key not in self.consumed)
+        return [self.facts[seq - 1] for seq in left]
 
     def check_all_used(self, *, opt_out: str) -> None:
         """Raise :class:`MissingCallsError` if recorded calls were never made."""

@@ -13,18 +13,20 @@ Only ``volatile.json`` changes when unchanged behaviour is recorded again.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import ctypes.util
+import gc
 import hashlib
 import os
 import re
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from pydantic import ValidationError
@@ -397,8 +399,8 @@ def _inline(value: Any, blobs_dir: Path, facts_path: Path, line: int) -> Any:
     return value
 
 
-def iter_fact_lines(facts_bytes: bytes, path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, record bytes)`` for each line of a ``facts.jsonl`` file."""
+def iter_fact_lines(facts_bytes: bytes, path: Path) -> Iterator[tuple[int, bytes, int]]:
+    """``(line number, record bytes, offset)`` for each line of a ``facts.jsonl`` file."""
     if facts_bytes and not facts_bytes.endswith(b"\n"):
         count = facts_bytes.count(b"\n") + 1
         raise BundleCorruptError(
@@ -419,7 +421,7 @@ def iter_fact_lines(facts_bytes: bytes, path: Path) -> Iterator[tuple[int, bytes
                 line=number,
                 fix=_RECORD_FIX,
             )
-        yield number, facts_bytes[start:end]
+        yield number, facts_bytes[start:end], start
         start = end + 1
 
 
@@ -454,8 +456,47 @@ def parse_fact(raw: Any, path: Path, line: int, volatile: dict[str, Any] | None 
         ) from None
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+class LazyFacts(Sequence[Any]):
+    """The facts of a bundle kept as their stored lines, each rebuilt when it is read.
+
+    Every line was validated when the bundle was loaded; reading one parses it again
+    and nothing is cached, so memory stays close to the size of ``facts.jsonl``.
+    """
+
+    def __init__(self, data: bytes, spans: array.array[int], load: Callable[[int, bytes], Any]):
+        self._data = data
+        self._spans = spans
+        self._load = load
+
+    def __len__(self) -> int:
+        return len(self._spans) // 2
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        start, end = self._spans[2 * index], self._spans[2 * index + 1]
+        return self._load(index + 1, self._data[start:end])
+
+
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    lazy: bool = False,
+    visit: Callable[[Any], None] | None = None,
+) -> Bundle:
     """Read and validate a bundle directory.
+
+    Every fact is validated. With ``lazy``, facts are kept as their stored lines and
+    rebuilt when read (see :class:`LazyFacts`), which is how replay keeps memory near
+    the bundle's size; ``visit`` is called with each fact as it is validated.
 
     Raises :class:`BundleNotFoundError` when there is none, :class:`SchemaVersionError`
     for an unreadable version, and :class:`BundleCorruptError` (naming file, line and
@@ -489,26 +530,47 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
     facts_path = root / FACTS
     facts_bytes = _read(facts_path, sys.maxsize)
-    facts: list[Any] = []
     blobs_dir = root / BLOBS
-    for line, record in iter_fact_lines(facts_bytes, facts_path):
+    blob_key = BLOB_KEY.encode()
+
+    def load(line: int, record: bytes) -> Any:
         raw = _loads(record, facts_path, line)
-        if BLOB_KEY.encode() in record:
+        if blob_key in record:
             raw = _inline(raw, blobs_dir, facts_path, line)
-        fact = parse_fact(raw, facts_path, line, volatile_facts.get(str(line)))
-        if fact.seq != line:
-            raise BundleCorruptError(
-                f"fact seq {fact.seq} is on line {line}: facts must be in seq order from 1",
-                path=str(facts_path),
-                line=line,
-                field="seq",
-                fix=_RECORD_FIX,
-            )
-        facts.append(fact)
-    if len(facts) != manifest.fact_count:
+        return parse_fact(raw, facts_path, line, volatile_facts.get(str(line)))
+
+    facts: list[Any] = []
+    spans = array.array("Q")
+    count = 0
+    # Parsing allocates many small objects that all stay alive: the cyclic garbage
+    # collector would rescan them again and again (quadratic in practice).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for line, record, start in iter_fact_lines(facts_bytes, facts_path):
+            fact = load(line, record)
+            if fact.seq != line:
+                raise BundleCorruptError(
+                    f"fact seq {fact.seq} is on line {line}: facts must be in seq order from 1",
+                    path=str(facts_path),
+                    line=line,
+                    field="seq",
+                    fix=_RECORD_FIX,
+                )
+            if visit is not None:
+                visit(fact)
+            if lazy:
+                spans.extend((start, start + len(record)))
+            else:
+                facts.append(fact)
+            count += 1
+    finally:
+        if collecting:
+            gc.enable()
+    if count != manifest.fact_count:
         raise BundleCorruptError(
-            f"facts.jsonl has {len(facts)} facts but manifest.json says {manifest.fact_count}"
-            + (" (truncated?)" if len(facts) < manifest.fact_count else ""),
+            f"facts.jsonl has {count} facts but manifest.json says {manifest.fact_count}"
+            + (" (truncated?)" if count < manifest.fact_count else ""),
             path=str(facts_path),
             fix=_RECORD_FIX,
         )
@@ -518,7 +580,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             path=str(facts_path),
             fix=f"{_RECORD_FIX}; or accept the edit with: llmwb rehash {root}",
         )
-    return Bundle(manifest=manifest, dag=dag, facts=facts, path=root, volatile=volatile)
+    kept: Sequence[Any] = LazyFacts(facts_bytes, spans, load) if lazy else facts
+    return Bundle(manifest=manifest, dag=dag, facts=kept, path=root, volatile=volatile)
 
 
 def _check_dag(dag: DagSnapshot, manifest: Manifest, path: Path) -> None:
@@ -564,7 +627,7 @@ def rehash_bundle(path: str | os.PathLike[str]) -> Bundle:
     facts_path = root / FACTS
     facts_bytes = _read(facts_path, sys.maxsize)
     count = 0
-    for line, record in iter_fact_lines(facts_bytes, facts_path):
+    for line, record, _ in iter_fact_lines(facts_bytes, facts_path):
         raw = _inline(_loads(record, facts_path, line), root / BLOBS, facts_path, line)
         parse_fact(raw, facts_path, line)
         count += 1
