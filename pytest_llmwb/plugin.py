@@ -194,10 +194,10 @@ def _uses_llmwb(item: pytest.Item) -> bool:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Resolve each bundle path once, so that two tests sharing one are caught."""
-    owners = config.stash[_session_key].bundle_owners
-    for item in items:
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Resolve each selected test's bundle path once, so two tests sharing one are caught."""
+    owners = session.config.stash[_session_key].bundle_owners
+    for item in session.items:
         if not _uses_llmwb(item):
             continue
         try:
