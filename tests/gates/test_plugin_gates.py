@@ -199,3 +199,21 @@ def test_scripting_the_other_branch_without_its_bundle_names_gate_and_call(
             "*note: gate 'approve' was scripted to 'rejected' but this bundle recorded 'approved'*",
         ]
     )
+
+
+def test_a_failed_record_is_kept_aside_even_without_the_cache_plugin(
+    agent: pytest.Pytester,
+) -> None:
+    agent.makepyfile(
+        test_a="""
+        from agent import run_agent
+
+        def test_one(llmwb):
+            run_agent()
+            assert False
+        """
+    )
+    result = agent.runpytest("--llmwb-record", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*The partial run is kept for inspection at *llmwb-failed-*"])
+    assert "AttributeError" not in result.stdout.str()
