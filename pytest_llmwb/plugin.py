@@ -331,7 +331,7 @@ def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
     """Save the run of a failed test aside, for inspection; the bundle stays as it was."""
     from .store import safe_dirname
 
-    cache = item.config.cache
+    cache = getattr(item.config, "cache", None)  # absent with -p no:cacheprovider
     base = (
         cache.mkdir("llmwb-failed")
         if cache is not None
