@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import bench_capture
 import bench_import
 import bench_overhead
 import bench_replay
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     bench_overhead.NAME: bench_overhead.run,
     bench_replay.NAME: bench_replay.run,
     bench_import.NAME: bench_import.run,
+    bench_capture.NAME: bench_capture.run,
 }
 
 

@@ -16,7 +16,10 @@ BUNDLES = Path("tests/llmwb_bundles/test_refund")
 def project(pytester: pytest.Pytester) -> Path:
     shutil.copytree(EXAMPLE / "support_agent", pytester.path / "support_agent")
     shutil.copytree(EXAMPLE / "tests", pytester.path / "tests")
-    pytester.makeini("[pytest]\npythonpath = .\nfilterwarnings = error\n")
+    shutil.copy(EXAMPLE / "prices.toml", pytester.path / "prices.toml")
+    pytester.makeini(
+        "[pytest]\npythonpath = .\nfilterwarnings = error\nllmwb_price_file = prices.toml\n"
+    )
     return pytester.path
 
 
@@ -79,11 +82,15 @@ def test_default_provider_never_goes_live_because_a_key_is_present(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.delenv("LLMWB_EXAMPLE_PROVIDER", raising=False)
     _run(pytester, "--llmwb-record").assert_outcomes(passed=8)
-    facts = (
-        project / BUNDLES / "test_large_refund_is_approved_by_policy" / "facts.jsonl"
-    ).read_text()
-    assert '"provider":"scripted"' in facts
-    assert "sk-test-not-a-real-key" not in facts
+    bundle = project / BUNDLES / "test_large_refund_is_approved_by_policy"
+    facts = (bundle / "facts.jsonl").read_text()
+    # the openai SDK was used, against the scripted stand-in, not the real API
+    assert '"provider":"openai"' in facts and '"model":"scripted-support-1"' in facts
+    assert '"url": "http://127.0.0.1:*/v1/chat/completions"' in "".join(
+        blob.read_text() for blob in (bundle / "blobs").iterdir()
+    )
+    everything = b"".join(p.read_bytes() for p in (project / BUNDLES).rglob("*") if p.is_file())
+    assert b"sk-test-not-a-real-key" not in everything
 
 
 def test_unknown_provider_is_a_clear_error(
@@ -92,7 +99,8 @@ def test_unknown_provider_is_a_clear_error(
     monkeypatch.setenv("LLMWB_EXAMPLE_PROVIDER", "bogus")
     result = _run(pytester)
     assert result.ret != 0
-    result.stdout.fnmatch_lines(
+    # raised where the tests' conftest imports the agent's model module
+    pytest.LineMatcher(result.outlines + result.errlines).fnmatch_lines(
         ["*LLMWB_EXAMPLE_PROVIDER='bogus': use 'scripted' (the default) or 'openai'*"]
     )
 
@@ -120,7 +128,7 @@ def test_scripting_the_other_branch_of_a_gate_names_the_gate_and_the_first_unrec
     result.stdout.fnmatch_lines(
         [
             "*PayloadDriftError: request drift at node 'draft_reply', 1st call (ordinal 0)*",
-            "*/messages/0/content:*",
+            "*/messages/1/content:*",  # 0 is the system prompt
             "*note: gate 'approve_refund' was scripted to 'rejected' but this bundle recorded "
             "'approved': the calls of that branch are not in it.*",
         ]

@@ -1,0 +1,184 @@
+"""Capture for requests, urllib3, http.client (urllib), aiohttp and boto3, through vcrpy.
+
+vcrpy patches these clients and asks its cassette, for each request, whether it can
+play a response, and hands it each live response to record. :class:`BundleCassette`
+answers those questions from the run instead of a YAML file: every lookup is the
+session's O(1) ``(node, ordinal)`` + digest check, every recorded response becomes a
+fact and a blob of the bundle, and misses raise our own errors rather than
+``CannotOverwriteExistingCassetteException``.
+
+vcrpy's httpx and httpx2 patchers are skipped: :mod:`.httpx_transport` handles those
+clients without buffering streams. These clients are buffered by vcrpy (a streamed
+body is read whole before the caller sees it); their exchanges are stored and replayed
+the same way as httpx ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from vcr.cassette import Cassette
+from vcr.patch import CassettePatcherBuilder
+from vcr.record_mode import RecordMode
+
+from .session import Call, is_forwarded, rebuild_error
+
+if TYPE_CHECKING:
+    from .session import CaptureSession
+
+__all__ = ["BundleCassette", "installed"]
+
+
+def _body(request: Any) -> bytes:
+    """A vcr request body as bytes (aiohttp hands ``json=`` over as the object itself)."""
+    body = getattr(request, "_body", None)
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, list) and all(isinstance(part, (bytes, bytearray)) for part in body):
+        return b"".join(body)
+    if isinstance(body, (dict, list)):
+        return json.dumps(body).encode("utf-8")  # what aiohttp sends for json=
+    return str(body).encode("utf-8")
+
+
+def _headers(request: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, value in request.headers.items():
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else ""
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        out.append((str(name), str(value)))
+    return out
+
+
+class BundleCassette(Cassette):  # type: ignore[misc]
+    """A vcrpy cassette whose store is the run: lookups by node, ordinal and digest."""
+
+    def __init__(self, session: CaptureSession) -> None:
+        super().__init__(
+            path="<llmwb>", record_mode=RecordMode.ALL, skip_patchers=("httpx", "httpx2")
+        )
+        self._session = session
+        self._calls: dict[int, tuple[Any, Call | None]] = {}
+        self._waiting: list[Call] = []  # live calls whose response is not recorded yet
+        self._lock = threading.Lock()
+
+    def _call(self, request: Any) -> Call | None:
+        with self._lock:
+            entry = self._calls.get(id(request))
+        if entry is not None and entry[0] is request:
+            return entry[1]
+        call = None
+        if not is_forwarded():
+            call = self._session.begin(
+                request.method, request.uri, _headers(request), _body(request)
+            )
+        with self._lock:
+            self._calls[id(request)] = (request, call)
+            if call is not None and call.served is None:
+                self._waiting.append(call)
+        return call
+
+    def can_play_response_for(self, request: Any) -> bool:
+        """Whether replay answers ``request`` (decided once per request)."""
+        call = self._call(request)
+        return call is not None and call.served is not None
+
+    def play_response(self, request: Any) -> dict[str, Any]:
+        """The recorded response to ``request``, in vcrpy's shape."""
+        __tracebackhide__ = True
+        call = self._call(request)
+        with self._lock:
+            self._calls.pop(id(request), None)
+        assert call is not None and call.served is not None
+        served = call.served
+        if served.status is None:
+            error = served.error or ("builtins.ConnectionError", "connection failed")
+            raise rebuild_error(error[0], error[1])
+        headers: dict[str, list[str]] = {}
+        for name, value in served.response_headers:
+            headers.setdefault(name, []).append(value)
+        return {
+            "status": {"code": served.status, "message": served.reason},
+            "headers": headers,
+            "body": {"string": served.body},
+        }
+
+    @property
+    def write_protected(self) -> bool:
+        """Never: misses raise the run's own errors in :meth:`can_play_response_for`."""
+        return False
+
+    def filter_request(self, request: Any) -> Any:
+        """``request``, or ``None`` for traffic that passes unrecorded."""
+        return request if self._call(request) is not None else None
+
+    def append(self, request: Any, response: Any) -> None:
+        """Record the live response to ``request``."""
+        with self._lock:
+            entry = self._calls.pop(id(request), None)
+        call = entry[1] if entry is not None and entry[0] is request else None
+        if entry is None:
+            # a request vcrpy made up to record a redirect hop: the first hop is the
+            # request that was asked about (same method and URL), the others are new
+            url = self._session.stored_url(request.uri)[0]
+            with self._lock:
+                for waiting in self._waiting:
+                    if waiting.method == request.method.upper() and waiting.url == url:
+                        call = waiting
+                        break
+            if call is None:
+                call = self._call(request)
+                with self._lock:
+                    self._calls.pop(id(request), None)
+        if call is None or call.served is not None:
+            return
+        with self._lock:
+            if call in self._waiting:
+                self._waiting.remove(call)
+        status = response.get("status", {})
+        headers: list[tuple[str, str]] = []
+        for name, values in (response.get("headers") or {}).items():
+            for value in values if isinstance(values, list) else [values]:
+                headers.append((str(name), str(value)))
+        call.headers(
+            int(status.get("code", 0)), str(status.get("message", "")), headers, decoded=True
+        )
+        body = (response.get("body") or {}).get("string", b"")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        call.chunk(body or b"")
+        call.finish("eof")
+
+    def find_requests_with_most_matches(
+        self, request: Any
+    ) -> list[tuple[Any, list[Any], list[Any]]]:
+        """The request itself: aiohttp replaying a redirect asks about each hop."""
+        return [(request, [], [])]
+
+    def _load(self) -> None:
+        pass
+
+    def _save(self, force: bool = False) -> None:
+        pass
+
+
+@contextmanager
+def installed(session: CaptureSession) -> Iterator[BundleCassette]:
+    """Apply vcrpy's patches, answered by a :class:`BundleCassette`, while the block runs."""
+    cassette = BundleCassette(session)
+    with ExitStack() as stack:
+        for patcher in CassettePatcherBuilder(cassette).build():
+            stack.enter_context(patcher)
+        yield cassette

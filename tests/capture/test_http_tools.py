@@ -1,0 +1,147 @@
+"""Calls to other HTTP endpoints (a tool's REST API) become tool_call facts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+import requests
+
+from pytest_llmwb import Run, ToolCallFact
+from pytest_llmwb.capture import CaptureConfig, capture
+from pytest_llmwb.capture.exchange import Exchange
+from pytest_llmwb.exceptions import LiveCallBlockedError
+
+from .conftest import ToolServer
+
+
+def _record_then_replay(
+    tmp_path: Path, server: ToolServer, agent: Any, config: CaptureConfig | None = None
+) -> tuple[Any, Any, Run, Run]:
+    base = server.url
+    with Run("tools") as run, capture(run, config):
+        recorded = agent(base)
+    run.save(tmp_path / "bundle")
+    server.__exit__()
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay, config):
+        replayed = agent(base)
+    replay.check_complete()
+    return recorded, replayed, run, replay
+
+
+def tools(run: Run) -> list[ToolCallFact]:
+    return run.tool_calls
+
+
+def test_requests_calls_become_tool_facts(tmp_path: Path, tool_server: ToolServer) -> None:
+    def agent(base: str) -> Any:
+        with requests.Session() as s:
+            order = s.get(f"{base}/orders/A-1", headers={"Authorization": "Bearer secret-x"})
+            missing = s.get(f"{base}/orders/missing")
+            refund = s.post(f"{base}/refunds", json={"order_id": "A-1", "amount": 42.5})
+            moved = s.get(f"{base}/old/B-2")  # a redirect, followed by requests
+        return [
+            (r.status_code, r.json(), r.headers.get("content-type"))
+            for r in (order, missing, refund, moved)
+        ]
+
+    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+
+    assert replayed == recorded
+    assert recorded[0] == (200, {"id": "A-1", "status": "shipped"}, "application/json")
+    assert recorded[1][0] == 404
+    facts = tools(run)
+    assert [f.tool for f in facts] == [
+        "GET 127.0.0.1/orders/A-1",
+        "GET 127.0.0.1/orders/missing",
+        "POST 127.0.0.1/refunds",
+        "GET 127.0.0.1/old/B-2",
+        "GET 127.0.0.1/orders/B-2",
+    ]
+    assert {f.node for f in facts} == {"http:127.0.0.1"}
+    assert [f.ordinal for f in facts] == [0, 1, 2, 3, 4]
+    assert facts[0].arguments == {"method": "GET", "url": "http://127.0.0.1:*/orders/A-1"}
+    assert facts[0].result == {"status": 200, "body": {"id": "A-1", "status": "shipped"}}
+    assert facts[2].arguments["body"] == {"order_id": "A-1", "amount": 42.5}
+    assert facts[3].result == {"status": 302, "body": None}
+    exchange = Exchange.from_blob(run.blob(facts[0].exchange or ""))
+    assert "authorization" not in dict(exchange.request_headers)
+    assert "set-cookie" not in dict(exchange.response_headers)
+
+
+def test_aiohttp_calls_become_tool_facts(tmp_path: Path, tool_server: ToolServer) -> None:
+    def agent(base: str) -> Any:
+        async def main() -> Any:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{base}/orders/A-1") as r:
+                    order = (r.status, await r.json())
+                async with s.post(f"{base}/refunds", json={"order_id": "A-1"}) as r:
+                    refund = (r.status, await r.json())
+                async with s.get(f"{base}/old/C-3") as r:
+                    moved = (r.status, await r.json(), len(r.history))
+            return order, refund, moved
+
+        return asyncio.run(main())
+
+    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+
+    assert replayed == recorded
+    assert recorded[2] == (200, {"id": "C-3", "status": "shipped"}, 1)
+    assert [f.tool for f in tools(run)] == [
+        "GET 127.0.0.1/orders/A-1",
+        "POST 127.0.0.1/refunds",
+        "GET 127.0.0.1/old/C-3",
+        "GET 127.0.0.1/orders/C-3",
+    ]
+
+
+def test_urllib_and_plain_httpx_calls_become_tool_facts(
+    tmp_path: Path, tool_server: ToolServer
+) -> None:
+    def agent(base: str) -> Any:
+        with urllib.request.urlopen(f"{base}/orders/A-1") as response:
+            first = json.loads(response.read())
+        with httpx.Client() as c:
+            second = c.get(f"{base}/orders/B-2").json()
+        return first, second
+
+    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+
+    assert replayed == recorded
+    assert len(tools(run)) == 2
+
+
+def test_an_unrecorded_request_in_replay_is_a_blocked_live_call(
+    tmp_path: Path, tool_server: ToolServer
+) -> None:
+    def agent(base: str) -> Any:
+        return requests.get(f"{base}/orders/A-1", timeout=5).json()
+
+    with Run("tools") as run, capture(run):
+        agent(tool_server.url)
+    run.save(tmp_path / "bundle")
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record test_x.py")
+    with replay, capture(replay), pytest.raises(LiveCallBlockedError) as raised:
+        agent(tool_server.url)
+        requests.get("https://orders.example.com/orders/Z-9", timeout=5)
+    message = str(raised.value)
+    assert "GET https://orders.example.com/orders/Z-9" in message
+    assert "fix: pytest --llmwb-record test_x.py" in message
+
+
+def test_allowed_hosts_pass_through_unrecorded(tmp_path: Path, tool_server: ToolServer) -> None:
+    config = CaptureConfig(allow_hosts=("127.0.0.1",))
+    with Run("tools") as run, capture(run, config):
+        assert requests.get(f"{tool_server.url}/orders/A-1", timeout=5).status_code == 200
+    assert run.facts == []
+    run.save(tmp_path / "bundle")
+    replay = Run.replay(tmp_path / "bundle")
+    with replay, capture(replay, config):  # live in replay too: the server still runs
+        assert requests.get(f"{tool_server.url}/orders/A-1", timeout=5).status_code == 200

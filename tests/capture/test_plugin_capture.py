@@ -1,0 +1,185 @@
+"""End to end: ``@pytest.mark.llmwb`` on an SDK test, ``--llmwb-record`` once, then offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+AGENT_TESTS = """
+import os
+
+import openai
+import pytest
+import requests
+
+from pytest_llmwb.testing import Reply, ScriptedLLMServer, ToolCallReply
+
+SCRIPT = [
+    Reply(tool_calls=[ToolCallReply("lookup_order", {"order_id": "A-1"})]),
+    Reply(text="Order A-1 shipped on Monday.", chunk_size=6),
+]
+
+
+@pytest.fixture
+def base_url():
+    # the provider runs only while recording; replay needs no server at all
+    if os.environ.get("SERVE") == "1":
+        with ScriptedLLMServer(list(SCRIPT)) as server:
+            yield server.base_url
+    else:
+        yield "http://127.0.0.1:9"
+
+
+def ask(base_url):
+    with openai.OpenAI(
+        base_url=base_url + "/v1", api_key=os.environ["OPENAI_API_KEY"], max_retries=0
+    ) as client:
+        first = client.chat.completions.create(
+            model="test-model", messages=[{"role": "user", "content": "Where is A-1?"}]
+        )
+        call = first.choices[0].message.tool_calls[0]
+        stream = client.chat.completions.create(
+            model="test-model",
+            messages=[
+                {"role": "user", "content": "Where is A-1?"},
+                first.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": "shipped Monday"},
+            ],
+            stream=True,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream)
+
+
+@pytest.mark.llmwb
+def test_agent_answers(base_url):
+    assert ask(base_url) == "Order A-1 shipped on Monday."
+
+
+@pytest.mark.llmwb
+def test_agent_in_steps(base_url, llmwb):
+    with llmwb.step("answer"):
+        assert ask(base_url).startswith("Order A-1")
+    assert [f.node for f in llmwb.model_calls] == ["answer", "answer"]
+    assert llmwb.model_calls[0].response.tool_calls[0].name == "lookup_order"
+
+
+@pytest.mark.llmwb(allow_unused=True)
+def test_swallowed_network_error(base_url):
+    if os.environ.get("SERVE") != "1":
+        try:
+            requests.get("http://192.0.2.1/", timeout=1)
+        except Exception:
+            pass  # an over-eager retry loop hides the error
+"""
+
+KEY = "sk-proj-realLookingKey0123456789abcdefghij"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    pytester.makepyfile(test_agent=AGENT_TESTS)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:cacheprovider")
+    return pytester
+
+
+def _bundle_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_record_once_then_replay_offline(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str | None
+) -> None:
+    xdist = ["-p", "xdist", "-n", workers] if workers else ["-p", "no:xdist"]
+    monkeypatch.setenv("SERVE", "1")
+    recorded = project.runpytest(*xdist, "--llmwb-record", "-W", "error")
+    recorded.assert_outcomes(passed=3)
+    bundles = project.path / "llmwb_bundles" / "test_agent"
+    assert sorted(p.name for p in bundles.iterdir()) == [
+        "test_agent_answers",
+        "test_agent_in_steps",
+        "test_swallowed_network_error",
+    ]
+    everything = _bundle_bytes(bundles)
+    assert KEY.encode() not in everything
+    assert b"<secret:" not in everything  # the key went in a header, which is dropped
+
+    monkeypatch.delenv("SERVE")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-other")  # replay needs no real key
+    replayed = project.runpytest(*xdist, "-W", "error")
+    replayed.assert_outcomes(passed=3, errors=1)  # the call passed, its teardown failed
+    replayed.stdout.fnmatch_lines(
+        [
+            "*LiveCallBlockedError: *test_swallowed_network_error passed, but in replay it "
+            "tried to reach the network*GET http://192.0.2.1/*",
+        ]
+    )
+    assert _bundle_bytes(bundles) == everything
+
+
+def test_a_changed_prompt_fails_replay_with_the_record_command(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVE", "1")
+    project.runpytest("-p", "no:xdist", "--llmwb-record", "-k", "answers").assert_outcomes(passed=1)
+    monkeypatch.delenv("SERVE")
+    source = project.path / "test_agent.py"
+    source.write_text(source.read_text().replace('"Where is A-1?"}]', '"Where is B-2?"}]'))
+    result = project.runpytest("-p", "no:xdist", "-k", "answers")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PayloadDriftError: request drift at node 'openai.chat', 1st call (ordinal 0)*",
+            "*/messages/0/content: 'Where is A-1?' -> 'Where is B-2?'*",
+            "*fix: pytest --llmwb-record test_agent.py::test_agent_answers*",
+        ]
+    )
+
+
+def test_allow_hosts_option_and_marker_are_accepted(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_hosts="""
+        import pytest
+
+        @pytest.mark.llmwb(allow_hosts=["db.internal.test"], volatile=["/extra/user"])
+        def test_hosts(llmwb):
+            pass
+        """
+    )
+    result = project.runpytest(
+        "-p", "no:xdist", "test_hosts.py", "--llmwb-record", "--llmwb-allow-hosts=a.test,b.test"
+    )
+    result.assert_outcomes(passed=1)
+    bad = project.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.llmwb(allow_hosts=3)
+        def test_bad(llmwb):
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:xdist", str(bad), "--llmwb-record")
+    result.stdout.fnmatch_lines(["*ConfigError*has allow_hosts=3; it takes a list of strings*"])
+
+
+def test_a_hook_that_returns_no_adapter_list_is_a_config_error(project: pytest.Pytester) -> None:
+    project.makeconftest(
+        """
+        def pytest_llmwb_adapters(config):
+            return "not adapters"
+        """
+    )
+    project.makepyfile(
+        test_hook="""
+        def test_hook(llmwb):
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:xdist", "test_hook.py", "--llmwb-record")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ConfigError: pytest_llmwb_adapters returned 'not adapters': it must return a list*"]
+    )
