@@ -215,6 +215,79 @@ def _parser() -> argparse.ArgumentParser:
         "rehash", help="accept hand edits to facts.jsonl: validate it and update the manifest"
     )
     rehash_cmd.add_argument("bundle", help="path to a bundle directory")
+
+    reprice_cmd = commands.add_parser(
+        "reprice", help="price every model call of a bundle again with the current price table"
+    )
+    reprice_cmd.add_argument("bundle", help="path to a bundle directory")
+    reprice_cmd.add_argument(
+        "--price-file",
+        metavar="FILE",
+        help="TOML or JSON price file that overrides genai-prices (default: $LLMWB_PRICE_FILE)",
+    )
+    reprice_cmd.add_argument(
+        "--dry-run", action="store_true", help="print old -> new costs; do not write the bundle"
+    )
+
+    diff_cmd = commands.add_parser(
+        "diff",
+        help="what changed between two runs: DAG, calls, gates, artifacts, tokens, cost "
+        "(exit 0 same, 1 different, 2 error)",
+    )
+    diff_cmd.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="OLD NEW (bundles, or directories of bundles); with --rev, one PATH",
+    )
+    diff_cmd.add_argument(
+        "--rev",
+        action="append",
+        metavar="REV",
+        help="compare PATH as of this git revision with the work tree; "
+        "given twice, as of the first with as of the second",
+    )
+    diff_cmd.add_argument(
+        "--format",
+        choices=("text", "markdown", "json"),
+        default="text",
+        help="text for terminals (default), markdown for PR comments, json for tools",
+    )
+    diff_cmd.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the text format (auto: when writing to a terminal and NO_COLOR is unset)",
+    )
+    diff_cmd.add_argument(
+        "--max-changes",
+        type=int,
+        default=50,
+        metavar="N",
+        help="show at most N changes per bundle, the most important first; "
+        "the rest are counted (default 50; 0 shows all)",
+    )
+    diff_cmd.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="POINTER",
+        help='a JSON pointer into facts not to compare, e.g. "/response/id" '
+        "(* for any one key or index); repeatable",
+    )
+    diff_cmd.add_argument(
+        "--no-order",
+        action="store_true",
+        help="do not report facts that moved (for hosts whose nodes run concurrently)",
+    )
+    textconv_cmd = commands.add_parser(
+        "textconv", help="a bundle file as readable text, for git (diff.llmwb.textconv)"
+    )
+    textconv_cmd.add_argument("file", help="manifest.json, dag.json, facts.jsonl or volatile.json")
+    git_diff_cmd = commands.add_parser(
+        "git-diff", help="the semantic diff of one bundle file, for git (diff.llmwb.command)"
+    )
+    git_diff_cmd.add_argument("git_args", nargs="*", help="the arguments git passes")
     return parser
 
 
@@ -245,6 +318,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout)
         if args.command == "cost":
             return cost(args.bundle, sys.stdout)
+        if args.command == "diff":
+            from .diff.command import run
+
+            return run(args, sys.stdout)
+        if args.command == "textconv":
+            from .textconv import textconv
+
+            sys.stdout.write(textconv(args.file))
+            return 0
+        if args.command == "git-diff":
+            from .diff.git import external_diff
+
+            sys.stdout.write(external_diff(args.git_args))
+            return 0
         if args.command == "rehash":
             from .store import rehash_bundle
 
@@ -253,6 +340,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n"
             )
             return 0
+        if args.command == "reprice":
+            from .pricing import default_table, reprice_bundle
+
+            return reprice_bundle(
+                args.bundle,
+                table=default_table(args.price_file),
+                dry_run=args.dry_run,
+                out=sys.stdout,
+            )
     except LlmwbError as exc:
         sys.stderr.write(f"llmwb: error: {exc}\n")
         return 2

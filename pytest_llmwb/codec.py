@@ -90,8 +90,13 @@ def digest(obj: Any) -> str:
 
 
 def dumps_record(obj: Any) -> bytes:
-    """One compact JSON record with sorted keys (a line of ``facts.jsonl``)."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    """One compact JSON record, keys in insertion order (a line of ``facts.jsonl``).
+
+    Keys are not sorted: a replayed value must come back as the live code built it
+    (an agent that formats a tool result into a prompt would otherwise drift). The
+    order is still deterministic: the same behaviour builds the same dicts.
+    """
+    return orjson.dumps(obj)
 
 
 def dumps_pretty(obj: Any) -> bytes:

@@ -18,6 +18,7 @@ __all__ = [
     "BundleError",
     "BundleNotFoundError",
     "BundleWriteError",
+    "CaptureWarning",
     "ConfigError",
     "DagDefinitionError",
     "DagDriftError",
@@ -25,15 +26,21 @@ __all__ = [
     "DagFrozenError",
     "GateDecisionError",
     "GateSubjectError",
+    "GoldenMismatchError",
+    "LiveCallBlockedError",
     "LlmwbError",
     "LlmwbWarning",
     "MissingCallsError",
     "NoActiveRunError",
     "OrderDriftError",
     "PayloadDriftError",
+    "PriceFileError",
     "RecordedCallError",
     "ReplayDriftError",
+    "ResultTypeError",
+    "ReplayStreamError",
     "SchemaVersionError",
+    "SecretFoundError",
     "UndeclaredNodeError",
     "UnexpectedCallError",
     "UnknownFactKindError",
@@ -62,12 +69,37 @@ class LlmwbWarning(UserWarning):
     """Base class of every warning issued by pytest-llmwb."""
 
 
+class CaptureWarning(LlmwbWarning):
+    """HTTP capture kept an exchange raw: an adapter could not read it, or it was cut short."""
+
+
 class ConfigError(LlmwbError):
     """A command-line option, ini key or ``llmwb`` marker argument is invalid."""
 
 
 class NoActiveRunError(LlmwbError):
     """An operation needs a run, and no run is active in this context."""
+
+
+class PriceFileError(ConfigError):
+    """A price override file (``llmwb_price_file``, ``LLMWB_PRICE_FILE``) is invalid."""
+
+
+class SecretFoundError(LlmwbError):
+    """Strict secret scrubbing found a secret in something about to be recorded or written.
+
+    ``where`` says what was being recorded (a call, or a bundle file), ``field`` is the
+    JSON pointer inside it, ``rule`` the name of the rule that matched. The secret
+    itself is never part of the message.
+    """
+
+    def __init__(
+        self, message: str, *, where: str, field: str, rule: str, fix: str | None = None
+    ) -> None:
+        self.where = where
+        self.field = field
+        self.rule = rule
+        super().__init__(message, fix=fix)
 
 
 # --- bundles on disk -------------------------------------------------------------------
@@ -197,8 +229,43 @@ class UnexpectedCallError(ReplayDriftError):
     """The replayed run made a call its bundle never recorded (an extra call)."""
 
 
+class LiveCallBlockedError(UnexpectedCallError):
+    """In replay, the run tried to reach the network: a request or connection nothing recorded.
+
+    Raised by HTTP capture (naming the method and URL) for a request the bundle has no
+    recording of, and by the network guard for any other connection or DNS lookup
+    that is not loopback to a server the test started. ``attempt`` describes it.
+    Deliberately not an ``OSError``, so HTTP clients and SDKs do not retry it.
+    """
+
+    def __init__(self, message: str, *, attempt: str = "", fix: str | None = None) -> None:
+        self.attempt = attempt
+        super().__init__(message, fix=fix)
+
+
+class ReplayStreamError(ReplayDriftError):
+    """A replayed stream was read past the point where its recording stopped.
+
+    The recorded caller closed the stream early (or the recording ended in an error
+    that cannot be raised again); the replayed caller read further.
+    """
+
+
+class ResultTypeError(ReplayDriftError):
+    """A recorded tool result no longer fits the tool's return annotation."""
+
+
 class MissingCallsError(ReplayDriftError):
     """Recorded calls were never made by the replayed run (missing calls)."""
+
+
+class GoldenMismatchError(ReplayDriftError):
+    """A replayed run differs from its golden bundle; the message holds the semantic diff.
+
+    Raised after the test (or by ``assert run == llmwb_snapshot``) when the run served
+    drifted calls under lenient replay, or when what the host computed from the served
+    calls (artifacts, steps, gates, errors) is not what the bundle recorded.
+    """
 
 
 class RecordedCallError(LlmwbError):

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .adapters import ProviderAdapter
     from .recording import Run
+    from .scrub import SecretRule
 
 hookspec = pytest.hookspec
 
@@ -36,4 +38,29 @@ def pytest_llmwb_run_finished(item: pytest.Item, run: Run, bundle_path: Path, wr
     :param bundle_path: the test's bundle directory.
     :param written: whether the bundle was written by this test (record modes, test
         passed).
+    """
+
+
+@hookspec
+def pytest_llmwb_adapters(config: pytest.Config) -> list[ProviderAdapter] | None:
+    """Add provider adapters, so HTTP capture reads another provider's API.
+
+    Return a list of adapters (see :class:`~pytest_llmwb.adapters.ProviderAdapter`);
+    the adapters of every implementation are tried, in order, before the built-in
+    ones. A request an adapter matches becomes a model_io receipt; other requests
+    become tool_call facts. Called once per test that uses the plugin.
+
+    :param config: the pytest config.
+    """
+
+
+@hookspec
+def pytest_llmwb_secret_rules(config: pytest.Config) -> list[SecretRule] | None:
+    """Add secret rules: shapes of your own credentials, scrubbed from what runs record.
+
+    Return a list of :class:`~pytest_llmwb.scrub.SecretRule`; they are added to the
+    built-in rules (a rule named like a built-in one replaces it). Called once per
+    session, when the first test needs a run.
+
+    :param config: the pytest config.
     """

@@ -27,14 +27,26 @@ if TYPE_CHECKING:
 MODES = ("replay", "once", "new", "rewrite", "verify")
 MARKER = (
     "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None, "
-    "max_cost=None, max_tokens=None): "
+    "max_cost=None, max_tokens=None, lenient=None, golden=None, allow_hosts=(), "
+    "volatile=(), capture=True): "
     "record or replay this test's agent run as a pytest-llmwb bundle. "
     "bundle: directory name under the bundle dir (default: the test id); mode: one of "
     f"{', '.join(MODES)}; allow_unused: do not fail when recorded calls go unused; "
     "gates: {gate_id: decision} scripted gate decisions; dag: the Dag to declare; "
-    "max_cost, max_tokens: fail the test when its run spends more."
+    "max_cost, max_tokens: fail the test when its run spends more; lenient: replay past "
+    "drift and fail at the end with the full diff; golden: compare the replayed run with "
+    "its bundle after the test (default: the llmwb_golden ini key, true); allow_hosts: "
+    "hosts whose traffic is neither captured nor blocked; volatile: JSON pointers of the "
+    "model request that do not count when matching; capture: record HTTP traffic (openai, "
+    "anthropic, httpx, requests, aiohttp) as facts."
 )
-_MARKER_KEYS = {"bundle", "mode", "allow_unused", "gates", "dag", "max_cost", "max_tokens"}
+_MARKER_KEYS = {
+    *("bundle", "mode", "allow_unused", "gates", "dag", "max_cost", "max_tokens"),
+    *("lenient", "golden"),
+    *("allow_hosts", "volatile", "capture"),
+}
+# golden bundles: lenient replay, the golden check, llmwb_snapshot, unused bundles
+pytest_plugins = ("pytest_llmwb.golden",)
 
 
 @dataclass
@@ -42,6 +54,8 @@ class _Session:
     """Per-session plugin state (kept under a StashKey on the config)."""
 
     bundle_owners: dict[str, list[str]] = field(default_factory=dict)
+    scrubber: Any = None  # the session's Scrubber, made when a test first needs a run
+    prices: Any = None  # the session's PriceTable, made when a test first records
 
 
 _session_key = pytest.StashKey[_Session]()
@@ -96,6 +110,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    group.addoption(
+        "--llmwb-allow-hosts",
+        action="append",
+        dest="llmwb_allow_hosts",
+        default=[],
+        metavar="HOSTS",
+        help="Comma-separated hosts (name, name:port, *.suffix, IP) whose traffic is neither "
+        "captured nor blocked in replay: a local service tests must reach.",
+    )
+    group.addoption(
+        "--llmwb-replay-timing",
+        action="store_true",
+        dest="llmwb_replay_timing",
+        default=False,
+        help="Replay streamed responses at the pace they were recorded (default: at once).",
+    )
+    parser.addini(
+        "llmwb_allow_hosts",
+        "Hosts whose traffic is neither captured nor blocked in replay (one per line).",
+        type="linelist",
+        default=[],
+    )
+    group.addoption(
+        "--llmwb-strict-secrets",
+        action="store_true",
+        dest="llmwb_strict_secrets",
+        default=False,
+        help="Fail the test when a secret is found in what a run records, instead of "
+        "recording its placeholder.",
+    )
+    parser.addini(
+        "llmwb_strict_secrets",
+        "Fail when a secret is found in what a run records (like --llmwb-strict-secrets).",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
+        "llmwb_price_file",
+        "TOML or JSON price file (relative to the ini file) that overrides genai-prices; "
+        "the LLMWB_PRICE_FILE environment variable takes precedence.",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,6 +180,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    __tracebackhide__ = True
     merged: dict[str, Any] = {}
     for mark in reversed(list(item.iter_markers("llmwb"))):
         if len(mark.args) > 1:
@@ -148,6 +205,7 @@ def _config_error(item: pytest.Item, what: str) -> Exception:
 
 
 def _mode(item: pytest.Item, marker: dict[str, Any]) -> str:
+    __tracebackhide__ = True
     config = item.config
     if config.getoption("llmwb_record"):
         return "rewrite"
@@ -162,6 +220,7 @@ def _test_name(item: pytest.Item) -> str:
 
 
 def _bundle_path(item: pytest.Item, marker: dict[str, Any]) -> Path:
+    __tracebackhide__ = True
     from .store import safe_dirname
 
     config = item.config
@@ -189,8 +248,9 @@ def _record_command(item: pytest.Item) -> str:
 
 
 def _uses_llmwb(item: pytest.Item) -> bool:
-    return item.get_closest_marker("llmwb") is not None or "llmwb" in getattr(
-        item, "fixturenames", ()
+    fixtures = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("llmwb") is not None or any(
+        name in fixtures for name in ("llmwb", "llmwb_snapshot")
     )
 
 
@@ -237,6 +297,7 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     ``--llmwb-record`` they run live and the bundle is rewritten when the test passes.
     """
     __tracebackhide__ = True
+    from . import golden
     from .exceptions import BundleConflictError, BundleNotFoundError
     from .recording import Run
 
@@ -274,12 +335,103 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         record_command=command,
         gate_decisions=marker.get("gates"),
         labels={"test": item.nodeid},
+        lenient=run_mode == "replay" and golden.lenient(item, marker),
+        scrubber=_scrubber(config),
+        prices=_prices(config) if run_mode != "replay" else None,
     )
     if marker.get("dag") is not None:
         run.declare(marker["dag"])
-    with run:
+    with run, _capture(item, marker, run) as capture:
         yield run
     _finish(item, run, mode, run_mode, path, marker)
+    _check_capture(item, capture)
+
+
+def _scrubber(config: pytest.Config) -> Any:
+    """The session's secret scrubber: built-in rules, hook rules, strictness (made once)."""
+    state = config.stash[_session_key]
+    if state.scrubber is None:
+        from .scrub import Scrubber
+
+        rules = [r for found in config.hook.pytest_llmwb_secret_rules(config=config) for r in found]
+        strict = config.getoption("llmwb_strict_secrets") or config.getini("llmwb_strict_secrets")
+        state.scrubber = Scrubber(extra_rules=rules, strict=bool(strict))
+    return state.scrubber
+
+
+def _prices(config: pytest.Config) -> Any:
+    """The session's price table: LLMWB_PRICE_FILE > llmwb_price_file > genai-prices."""
+    state = config.stash[_session_key]
+    if state.prices is None:
+        from .pricing import PRICE_FILE_ENV, default_table
+
+        ini = config.getini("llmwb_price_file")
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        chosen = os.environ.get(PRICE_FILE_ENV) or (str(base / ini) if ini else None)
+        state.prices = default_table(chosen)
+    return state.prices
+
+
+def _strings(item: pytest.Item, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise _config_error(item, f"has {key}={value!r}; it takes a list of strings")
+    return tuple(value)
+
+
+def _capture(item: pytest.Item, marker: dict[str, Any], run: Run) -> Any:
+    """The HTTP capture (and, in replay, the network guard) of a test's run."""
+    from .capture import CaptureConfig, capture
+
+    config = item.config
+    hosts = [h.strip() for arg in config.getoption("llmwb_allow_hosts") for h in arg.split(",")]
+    hosts += config.getini("llmwb_allow_hosts")
+    hosts += _strings(item, "allow_hosts", marker.get("allow_hosts"))
+    adapters: list[Any] = []
+    for found in config.hook.pytest_llmwb_adapters(config=config):
+        from .adapters import ProviderAdapter
+        from .exceptions import ConfigError
+
+        if not isinstance(found, (list, tuple)) or not all(
+            isinstance(a, ProviderAdapter) for a in found
+        ):
+            raise ConfigError(
+                f"pytest_llmwb_adapters returned {found!r}: it must return a list of adapters "
+                "(objects with name, api, matches, parse_request and parse_response)",
+                fix="return [MyAdapter()] from the hook; see docs/adapters.md",
+            )
+        adapters += found
+    settings = CaptureConfig(
+        http=bool(marker.get("capture", True)),
+        allow_hosts=tuple(h for h in hosts if h),
+        volatile=_strings(item, "volatile", marker.get("volatile")),
+        replay_timing=bool(config.getoption("llmwb_replay_timing")),
+        adapters=tuple(adapters),
+    )
+    return capture(run, settings, record_command=run.record_command)
+
+
+def _check_capture(item: pytest.Item, capture: Any) -> None:
+    """Issue capture warnings; fail a passed replay that swallowed a blocked network access."""
+    __tracebackhide__ = True
+    capture.emit_warnings(stacklevel=2)
+    report = item.stash.get(_report_key, None)
+    attempts = capture.blocked
+    if attempts and report is not None and report.passed:
+        from .exceptions import LiveCallBlockedError
+
+        raise LiveCallBlockedError(
+            f"{item.nodeid} passed, but in replay it tried to reach the network and "
+            f"something caught the error: {'; '.join(attempts[:5])}",
+            attempt=attempts[0],
+            fix=f"record the test ({capture.record_command}), or allow the host with "
+            "@pytest.mark.llmwb(allow_hosts=[...])",
+        )
 
 
 def _finish(
@@ -287,6 +439,7 @@ def _finish(
 ) -> None:
     """After the test: check budgets and unused calls, then write (or keep) the bundle."""
     __tracebackhide__ = True
+    from . import golden
     from .exceptions import BudgetExceededError, ConfigError
 
     report = item.stash.get(_report_key, None)
@@ -309,8 +462,9 @@ def _finish(
             _keep_failed(item, run, path)
         config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=passed)
         return
-    config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=False)
-    if not passed:
+    updated = run_mode == "replay" and golden.settle(item, run, path, marker, passed)
+    config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=updated)
+    if not passed or updated:
         return
     if run.unused_scripted_gates:
         raise ConfigError(
@@ -323,6 +477,8 @@ def _finish(
             opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) "
             "or set llmwb_allow_unused = true in the ini file"
         )
+    if run_mode == "replay":
+        golden.check(item, run, path, marker)
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
 

@@ -21,10 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 if typing.TYPE_CHECKING:
     from .costs import CostSummary
+    from .pricing import PriceTable
 from pydantic_core import to_jsonable_python
 
 from .codec import digest
@@ -37,7 +38,7 @@ from .exceptions import (
     RecordedCallError,
     UndeclaredNodeError,
 )
-from .replay import ReplayIndex, short
+from .replay import ReplayIndex, nth, short
 from .reviewers import as_decision
 from .schema import (
     ArtifactFact,
@@ -58,6 +59,7 @@ from .schema import (
     Usage,
     _FactBase,
 )
+from .scrub import Scrubber, default_scrubber
 
 __all__ = [
     "Mode",
@@ -81,14 +83,52 @@ FactT = TypeVar("FactT", bound=_FactBase)
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("llmwb_run", default=None)
 _node: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmwb_node", default=None)
 _ambient: list[Run] = []  # runs entered, for threads that do not inherit the context
+# True while an instrumented model or tool function runs live: its call is recorded by
+# the decorator, so HTTP capture lets the traffic inside it through unrecorded
+_instrumented: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "llmwb_instrumented", default=False
+)
+
+
+def in_instrumented_call() -> bool:
+    """Whether an instrumented model or tool function is running live in this context."""
+    return _instrumented.get()
+
+
+@contextmanager
+def _live_call() -> Iterator[None]:
+    token = _instrumented.set(True)
+    try:
+        yield
+    finally:
+        _instrumented.reset(token)
 
 
 def current_run() -> Run | None:
-    """The run active in this context (or entered by this process), or ``None``."""
+    """The run active in this context, or ``None``.
+
+    A thread the host started without copying the context (``contextvars``) finds the
+    run too, as long as only one run is active in the process. With several runs
+    active (a service handling requests concurrently) such a thread finds none rather
+    than a wrong one, and a :class:`LlmwbWarning` says how to pass the context.
+    """
     run = _current.get()
-    if run is None and _ambient:
-        return _ambient[-1]
-    return run
+    if run is not None or not _ambient:
+        return run
+    if len(_ambient) == 1:
+        return _ambient[0]
+    import warnings
+
+    from .exceptions import LlmwbWarning
+
+    warnings.warn(
+        f"{len(_ambient)} runs are active and this thread carries none of them, so its "
+        "calls are not recorded; start the thread with contextvars.copy_context().run(...) "
+        "so it belongs to the run that started it",
+        LlmwbWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def declare(dag: Dag | DagSnapshot) -> None:
@@ -158,6 +198,16 @@ class Run:
     - ``verify``: every call runs live; a request that differs from the bundle is a
       drift error, and changed responses are listed in :attr:`verify_report`.
 
+    ``lenient`` (replay only): a call whose request changed is answered with the call
+    recorded at its place, and the drift is kept in :attr:`drifts` instead of raised;
+    a call with nothing recorded at its place still raises.
+
+    ``scrubber`` (default: the built-in secret rules, see :mod:`pytest_llmwb.scrub`)
+    replaces secrets in everything recorded before it is hashed or stored; what the host
+    receives live is unchanged. ``prices`` (default: ``pricing.default_table()``) prices
+    each live model call whose ``cost`` callable gave no cost; served calls keep their
+    recorded cost.
+
     Use it as a context manager (it becomes the current run), then :meth:`save`::
 
         with Run("refund", dag=DAG) as run:
@@ -175,9 +225,15 @@ class Run:
         record_command: str | None = None,
         gate_decisions: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
+        lenient: bool = False,
+        scrubber: Scrubber | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         if mode not in MODES:
             raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
+        #: What secrets are scrubbed from everything recorded (and whether strictly).
+        self.scrubber: Scrubber = scrubber or default_scrubber()
+        self._prices = prices
         self.name = name
         self.mode: Mode = mode
         self.labels = dict(labels or {})
@@ -202,6 +258,8 @@ class Run:
             if replay is None:
                 raise LlmwbError(f"mode {mode!r} needs a bundle to replay", fix="pass replay=PATH")
             self.index = self._index(replay)
+            self.index.lenient = lenient and mode == "replay"
+        self._patches: dict[int, dict[str, Any]] = {}  # lenient: what a served call changed
         if dag is not None:
             self.declare(dag)
 
@@ -257,6 +315,7 @@ class Run:
         """Declare the workflow; frozen before the first fact, compared with the bundle."""
         __tracebackhide__ = True
         snapshot = dag.freeze() if isinstance(dag, Dag) else dag
+        snapshot = self.scrubber.scrub_dag(snapshot, where=f"DAG {snapshot.name!r}")
         with self._lock:
             if self._dag is not None and self._dag.digest == snapshot.digest:
                 return
@@ -270,10 +329,27 @@ class Run:
                 )
             self._dag = snapshot
         if self.mode in ("replay", "verify") and self._recorded_dag is not None:
-            check_dag_drift(self._recorded_dag, snapshot, source=self._source(), fix=self._fix())
+            try:
+                check_dag_drift(
+                    self._recorded_dag, snapshot, source=self._source(), fix=self._fix()
+                )
+            except DagDriftError as drift:
+                if self.index is None or not self.index.lenient:
+                    raise
+                self.index.drifts.append(drift)
 
     def _source(self) -> str:
         return self.index.source if self.index is not None else "the bundle"
+
+    @property
+    def drifts(self) -> list[Exception]:
+        """Drift tolerated by lenient replay (DAG, order, request), in the order met."""
+        return list(self.index.drifts) if self.index is not None else []
+
+    @property
+    def replayed(self) -> Any:
+        """The :class:`~pytest_llmwb.store.Bundle` this run replays, or ``None``."""
+        return self._replayed
 
     @property
     def dag(self) -> DagSnapshot:
@@ -371,7 +447,19 @@ class Run:
         if self.index is None or self.mode == "record":
             return None
         if self.mode == "replay":
-            return self.index.take(node, ordinal, kind, request_digest, request)
+            served = self.index.take(node, ordinal, kind, request_digest, request)
+            if (
+                self.index.lenient
+                and not isinstance(served, GateFact)
+                and (served.request_digest != request_digest or served.ordinal != ordinal)
+            ):  # a drifted call: its fact keeps the new request, and the recorded answer
+                patch = {"ordinal": ordinal, "request_digest": request_digest}
+                if kind == "model_io":
+                    patch["request"] = ModelRequest.model_validate(request)
+                else:
+                    patch.update(tool=request["tool"], arguments=request["arguments"])
+                self._patches[served.seq] = patch
+            return served
         if self.mode == "new":
             return self.index.lookup(node, ordinal, kind, request_digest, request)
         # verify: requests must match; the call still goes live
@@ -403,7 +491,8 @@ class Run:
         started = time.perf_counter()
         at = _now()
         try:
-            raw = call(req)
+            with _live_call():
+                raw = call(req)
         except Exception as exc:
             self._record_model(
                 node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
@@ -446,7 +535,8 @@ class Run:
         started = time.perf_counter()
         at = _now()
         try:
-            raw = await call(req)
+            with _live_call():
+                raw = await call(req)
         except Exception as exc:
             self._record_model(
                 node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
@@ -475,11 +565,49 @@ class Run:
         provider: str,
         operation: str,
     ) -> tuple[ModelRequest, str, int, str, Any]:
+        __tracebackhide__ = True  # its arguments may hold the secrets a strict scrubber found
         req = _as_request(request)
         node_id = self._node_for(node, f"{provider}.{operation}")
         self._check_node(node_id, "model_io")
-        req_json = req.model_dump(mode="json")
+        # scrubbed before the digest, in record and replay alike; the call gets `req` as is
+        req_json = self.scrubber.scrub_value(
+            req.model_dump(mode="json"), where=f"the model_io request on node {node_id!r}"
+        )
         return req, node_id, self._next_ordinal(node_id), digest(req_json), req_json
+
+    def _scrubbed(self, model: BaseModel | None, where: str) -> Any:
+        """``model`` as it is stored: secrets replaced (the same object when it has none)."""
+        __tracebackhide__ = True
+        if model is None:
+            return None
+        data = model.model_dump(mode="json")
+        clean = self.scrubber.scrub_value(data, where=where)
+        return model if clean is data else type(model).model_validate(clean)
+
+    def _scrubbed_error(self, exc: BaseException, where: str) -> ErrorInfo:
+        __tracebackhide__ = True
+        info = _error_info(exc)
+        message = self.scrubber.scrub_text(info.message, where=f"the error raised by {where}")
+        return info if message is info.message else ErrorInfo(type=info.type, message=message)
+
+    def _price(self, provider: str, req: ModelRequest, response: ModelResponse, at: str) -> Any:
+        """The cost of a live call from the run's price table (``None`` when unknown)."""
+        from .pricing import default_table
+
+        table = self._prices if self._prices is not None else default_table()
+        when = datetime.fromisoformat(at)
+        for model in dict.fromkeys(m for m in (response.model, req.model) if m):
+            cost = table.lookup(provider, model, response.usage, at=when)
+            if cost is not None:
+                return cost
+        return None
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table that prices this run's live model calls."""
+        from .pricing import default_table
+
+        return self._prices if self._prices is not None else default_table()
 
     def _record_model(
         self,
@@ -495,16 +623,20 @@ class Run:
         at: str,
         started: float,
     ) -> None:
+        __tracebackhide__ = True
+        if cost is None and response is not None:
+            cost = self._price(provider, req, response, at)
+        where = f"the model_io call on node {node!r}"
         fact = self._append(
             ModelIOFact,
             node=node,
             ordinal=ordinal,
             provider=provider,
             operation=operation,
-            request=req,
+            request=self._scrubbed(req, f"{where} (request)"),
             request_digest=req_digest,
-            response=response,
-            error=_error_info(exc) if exc else None,
+            response=self._scrubbed(response, f"{where} (response)"),
+            error=self._scrubbed_error(exc, where) if exc else None,
             cost=cost,
             at=at,
             duration_ms=(time.perf_counter() - started) * 1000,
@@ -522,6 +654,7 @@ class Run:
         with self._lock:
             seq = len(self._facts) + 1
             fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
+            fields.update(self._patches.pop(recorded.seq, {}))
             self._facts.append(_Served(recorded, self._replayed_facts(), fields))
 
     def _replayed_facts(self) -> Sequence[Any]:
@@ -560,7 +693,8 @@ class Run:
         started = time.perf_counter()
         at = _now()
         try:
-            result = call()
+            with _live_call():
+                result = call()
         except Exception as exc:
             self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
             raise
@@ -587,7 +721,8 @@ class Run:
         started = time.perf_counter()
         at = _now()
         try:
-            result = await call()
+            with _live_call():
+                result = await call()
         except Exception as exc:
             self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
             raise
@@ -597,9 +732,14 @@ class Run:
     def _begin_tool(
         self, tool: str, arguments: Mapping[str, Any], node: str | None
     ) -> tuple[str, int, dict[str, Any], str]:
+        __tracebackhide__ = True  # its arguments may hold the secrets a strict scrubber found
         node_id = self._node_for(node, tool)
         self._check_node(node_id, "tool_call")
-        args = to_jsonable_python(dict(arguments))
+        # scrubbed before the digest, in record and replay alike; the tool runs with its own
+        args = self.scrubber.scrub_value(
+            to_jsonable_python(dict(arguments)),
+            where=f"the arguments of tool {tool!r} on node {node_id!r}",
+        )
         return node_id, self._next_ordinal(node_id), args, digest({"tool": tool, "arguments": args})
 
     def _record_tool(
@@ -614,6 +754,7 @@ class Run:
         at: str,
         started: float,
     ) -> None:
+        __tracebackhide__ = True
         self._append(
             ToolCallFact,
             node=node,
@@ -621,8 +762,12 @@ class Run:
             tool=tool,
             arguments=args,
             request_digest=req_digest,
-            result=None if exc else to_jsonable_python(result),
-            error=_error_info(exc) if exc else None,
+            result=None
+            if exc
+            else self.scrubber.scrub_value(
+                to_jsonable_python(result), where=f"the result of tool {tool!r} on node {node!r}"
+            ),
+            error=self._scrubbed_error(exc, f"tool {tool!r} on node {node!r}") if exc else None,
             at=at,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
@@ -634,7 +779,19 @@ class Run:
             raise _rebuild(recorded.error)
         if result_type is None:
             return recorded.result
-        return _adapter(result_type).validate_python(recorded.result)
+        try:
+            return _adapter(result_type).validate_python(recorded.result)
+        except ValidationError as exc:
+            from .exceptions import ResultTypeError
+
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(map(str, err["loc"])) or "(the result)"
+            raise ResultTypeError(
+                f"the recorded result of tool {recorded.tool!r} (node {node!r}, "
+                f"{nth(ordinal)}) no longer fits its return type {result_type!r}: "
+                f"{where}: {err['msg']}\n  bundle: {self._source()}",
+                fix=self._fix(),
+            ) from None
 
     # -- artifacts and gates -------------------------------------------------------------------
 
@@ -660,6 +817,7 @@ class Run:
         node_id = self._node_for(node, name)
         self._check_node(node_id, "artifact")
         content, schema_ref, schema_digest = _artifact_content(name, value, schema)
+        content = self.scrubber.scrub_value(content, where=f"artifact {name!r}")
         with self._lock:
             revision = self._artifact_revisions.get(name, 0) + 1
             self._artifact_revisions[name] = revision
@@ -750,8 +908,9 @@ class Run:
                 self.index.context.append(
                     f"gate {gate_id!r} was scripted to {decision.decision!r} but this bundle "
                     f"recorded {recorded.decision!r}: the calls of that branch are not in it. "
-                    "Record the branch as its own bundle: give the test its own "
-                    "@pytest.mark.llmwb(bundle=...) and run it with --llmwb-record"
+                    "Record the branch as a bundle of its own: give this test a bundle "
+                    "name no other test uses (@pytest.mark.llmwb(bundle='a-new-name'), or "
+                    "none for the default) and run it with --llmwb-record"
                 )
         elif recorded is not None:
             decision = GateDecision(
@@ -795,29 +954,12 @@ class Run:
     def _ask(self, reviewer: Any, request: Any, node: str) -> GateDecision:
         """Ask a reviewer; a reviewer that raises gives a recorded ``escalated`` decision."""
         __tracebackhide__ = True
-        from .exceptions import GateDecisionError
-        from .reviewers import as_decision
+        from .reviewers import ask
 
-        identity = getattr(reviewer, "identity", None)
-        if not isinstance(identity, Reviewer):
-            name = getattr(reviewer, "__qualname__", type(reviewer).__qualname__)
-            identity = Reviewer(id=str(name), kind="policy")
-        try:
-            if hasattr(reviewer, "review"):
-                raw = reviewer.review(request)
-            else:
-                raw = reviewer(request.subject)
-        except GateDecisionError:
-            raise
-        except Exception as exc:
-            info = _error_info(exc)
-            self._append(ErrorFact, node=node, at=_now(), **info.model_dump())
-            return GateDecision(
-                decision="escalated",
-                reviewer=identity,
-                reason=f"the reviewer raised {info.type}: {info.message}",
-            )
-        return as_decision(raw, identity, where=f"gate {request.gate_id!r}")
+        decision, exc = ask(reviewer, request)
+        if exc is not None:
+            self._append(ErrorFact, node=node, at=_now(), **_error_info(exc).model_dump())
+        return decision
 
     def _subject(self, gate_id: str, subject: Any) -> tuple[SubjectRef | None, Any]:
         """The reference and the reviewed value of a gate subject produced by this run."""
@@ -856,7 +998,9 @@ class Run:
                 kind="tool_call", digest=subject.request_digest, name=subject.tool, seq=subject.seq
             )
             return ref, {"tool": subject.tool, "arguments": subject.arguments}
-        value = to_jsonable_python(subject)
+        value = self.scrubber.scrub_value(
+            to_jsonable_python(subject), where=f"the subject of gate {gate_id!r}"
+        )
         return SubjectRef(kind="value", digest=digest(value), value=value), value
 
     # -- results ------------------------------------------------------------------------------
@@ -910,7 +1054,7 @@ class Run:
 
         return summarize(self._iter("model_io", "artifact"))
 
-    def check_complete(self, *, opt_out: str = "pass allow_unused=True") -> None:
+    def check_complete(self, *, opt_out: str = "do not call check_complete() for this run") -> None:
         """In replay, raise if recorded calls were never made (see ``ReplayIndex``)."""
         __tracebackhide__ = True
         if self.index is not None and self.mode in ("replay", "verify"):
@@ -951,10 +1095,23 @@ class Run:
         """Append a fact of type ``cls``; ``seq`` and the trace ids are filled in."""
         return self._append(cls, **fields)
 
-    def add_blob(self, data: bytes) -> str:
-        """Keep ``data`` as a content-addressed blob of this run; returns its digest."""
+    def append_served(self, recorded: Any) -> None:
+        """Append a call answered from the bundle: ``recorded`` is what :meth:`serve` gave."""
+        self._append_served(recorded)
+
+    def add_blob(self, data: bytes, *, scrubbed: bool = False) -> str:
+        """Keep ``data`` as a content-addressed blob of this run; returns its digest.
+
+        Secrets of a known shape are scrubbed first (so the digest is of what is kept);
+        structure-aware scrubbing (headers, JSON fields) is the caller's, before this.
+        ``scrubbed`` says the caller already scrubbed every part of ``data`` with this
+        run's scrubber (HTTP capture does), which saves a second pass.
+        """
+        __tracebackhide__ = True
         from .codec import digest_bytes
 
+        if not scrubbed:
+            data = self.scrubber.scrub_bytes(data, where=f"a blob of run {self.name!r}")
         ref = digest_bytes(data)
         self._blobs[ref] = data
         return ref
@@ -972,6 +1129,7 @@ class Run:
 
     def save(self, path: str | Path) -> Any:
         """Write the run as a bundle directory (atomically) and return the :class:`Bundle`."""
+        __tracebackhide__ = True
         from .store import write_bundle
 
         facts = list(self._iter())
@@ -985,6 +1143,7 @@ class Run:
             facts=facts,
             labels=self.labels,
             volatile_run={"started_at": self.started_at, "finished_at": _now(), "mode": self.mode},
+            scrubber=self.scrubber,
         )
 
 
@@ -1352,20 +1511,26 @@ def step(node: str) -> Callable[[F], F]:
 def gate(
     gate_id: str,
     *,
-    reviewer: Callable[[Any], GateDecision | Mapping[str, Any]],
+    reviewer: Any,
     subject: Any = None,
     policy: PolicyRef | str | None = None,
     node: str | None = None,
 ) -> GateDecision:
     """Stop at a gate in the current run (see :meth:`Run.gate`) and return the decision.
 
-    Outside any run the reviewer is simply asked.
+    Outside any run the reviewer is asked the same way (reviewer objects or callables,
+    the same accepted answers, a raising reviewer gives ``escalated``); nothing is
+    recorded.
     """
     __tracebackhide__ = True
     run = current_run()
     if run is None:
-        raw = reviewer(subject)
-        return raw if isinstance(raw, GateDecision) else GateDecision.model_validate(raw)
+        from .reviewers import GateRequest, ask
+
+        if isinstance(subject, BaseModel):
+            subject = subject.model_dump(mode="json")
+        ref = PolicyRef(id=policy) if isinstance(policy, str) else policy
+        return ask(reviewer, GateRequest(gate_id, subject, None, ref, "(no run)"))[0]
     fact = run.gate(gate_id, reviewer=reviewer, subject=subject, policy=policy, node=node)
     return GateDecision(
         decision=fact.decision, reviewer=fact.reviewer, reason=fact.reason, edit=fact.edit
@@ -1373,14 +1538,22 @@ def gate(
 
 
 def artifact(
-    name: str, value: Any, *, node: str | None = None, derived_from: Sequence[int] | None = None
+    name: str,
+    value: Any,
+    *,
+    node: str | None = None,
+    derived_from: Sequence[int] | None = None,
+    schema: Any = None,
 ) -> ArtifactFact | None:
-    """Record a revision of an artifact in the current run; ``None`` outside any run."""
+    """Record a revision of an artifact in the current run (see :meth:`Run.artifact`).
+
+    Returns ``None`` outside any run.
+    """
     __tracebackhide__ = True
     run = current_run()
     if run is None:
         return None
-    return run.artifact(name, value, node=node, derived_from=derived_from)
+    return run.artifact(name, value, node=node, derived_from=derived_from, schema=schema)
 
 
 def require_run() -> Run:

@@ -16,6 +16,7 @@ from .exceptions import (
     MissingCallsError,
     OrderDriftError,
     PayloadDriftError,
+    ReplayDriftError,
     UnexpectedCallError,
 )
 from .schema import GateFact, ModelIOFact, ToolCallFact
@@ -86,6 +87,10 @@ class ReplayIndex:
     fix: str | None = None
     consumed: set[tuple[str, int]] = field(default_factory=set)
     context: list[str] = field(default_factory=list)
+    #: Lenient replay: a drifted call is answered with the call recorded at its place
+    #: and its drift kept in :attr:`drifts`, instead of raising.
+    lenient: bool = False
+    drifts: list[ReplayDriftError] = field(default_factory=list)
     _by_digest: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _per_node: dict[str, int] = field(default_factory=dict)
 
@@ -137,7 +142,8 @@ class ReplayIndex:
         Raises :class:`UnexpectedCallError` (no call was recorded there),
         :class:`OrderDriftError` (this request was recorded at another ordinal of the
         node) or :class:`PayloadDriftError` (the request changed; the message lists
-        the JSON-pointer paths that differ, old -> new).
+        the JSON-pointer paths that differ, old -> new). With :attr:`lenient`, order and
+        request drift are kept in :attr:`drifts` and the recorded call is served.
         """
         __tracebackhide__ = True
         served = self.lookup(node, ordinal, kind, request_digest, request)
@@ -155,9 +161,16 @@ class ReplayIndex:
                     f"the bundle recorded no call on node {node!r} "
                     f"(it has: {', '.join(nodes) or 'none'})"
                 )
+            lenient = (
+                "\n  note: lenient replay answers a changed call from the call recorded at its "
+                "place, but nothing was recorded here, and nothing runs live in replay"
+                if self.lenient
+                else ""
+            )
             raise UnexpectedCallError(
                 f"unexpected {kind} call at {where}: {detail}\n"
-                f"  request: {short(request, 200)}\n  bundle: {self.source}{self._context()}",
+                f"  request: {short(request, 200)}\n  bundle: {self.source}{self._context()}"
+                f"{lenient}",
                 fix=self._fix(),
             )
         elsewhere = [
@@ -166,13 +179,16 @@ class ReplayIndex:
             if (node, o) not in self.consumed
         ]
         if elsewhere and recorded.kind == kind:
-            raise OrderDriftError(
+            order = OrderDriftError(
                 f"order drift at {where}: this request was recorded as the "
                 f"{nth(elsewhere[0])} (ordinal {elsewhere[0]}) of node {node!r}; "
                 f"the {nth(ordinal)} was recorded as {describe(recorded)}\n"
                 f"  bundle: {self.source}{self._context()}",
                 fix=self._fix(),
             )
+            if self.lenient:  # serve the call recorded with this very request
+                return self._tolerate(order, node, elsewhere[0])
+            raise order
         if recorded.kind != kind:
             changes: list[tuple[str, Any, Any]] = [("/kind", recorded.kind, kind)]
         else:
@@ -181,7 +197,7 @@ class ReplayIndex:
             f"    {path or '(the whole request)'}: {short(old)} -> {short(new)}"
             for path, old, new in changes
         )
-        raise PayloadDriftError(
+        payload = PayloadDriftError(
             f"request drift at {where}: the {kind} request differs from the recording\n"
             f"  changed (recorded -> now):\n{lines}\n  bundle: {self.source}{self._context()}",
             node=node,
@@ -189,6 +205,17 @@ class ReplayIndex:
             changes=changes,
             fix=self._fix(),
         )
+        if self.lenient and recorded.kind == kind:
+            return self._tolerate(payload, node, ordinal)
+        raise payload
+
+    def _tolerate(self, drift: ReplayDriftError, node: str, ordinal: int) -> CallFact:
+        """Lenient replay: keep ``drift`` and serve the call recorded at ``(node, ordinal)``."""
+        self.drifts.append(drift)
+        self.consumed.add((node, ordinal))
+        fact = self.recorded(node, ordinal)
+        assert fact is not None
+        return fact
 
     def unused(self) -> list[CallFact]:
         """Recorded calls the replayed run never made, in recorded order."""

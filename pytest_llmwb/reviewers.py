@@ -70,6 +70,35 @@ def as_decision(raw: Any, reviewer: Reviewer, *, where: str) -> GateDecision:
     )
 
 
+def ask(reviewer: Any, request: GateRequest) -> tuple[GateDecision, BaseException | None]:
+    """Ask any reviewer (an object with ``review`` or a callable on the subject).
+
+    Returns the decision and, when the reviewer raised, the exception: the decision is
+    then ``escalated`` with the exception as its reason, never an approval. A reviewer
+    that returns something that is not a decision raises :class:`GateDecisionError`.
+    """
+    from .exceptions import GateDecisionError
+
+    identity = getattr(reviewer, "identity", None)
+    if not isinstance(identity, Reviewer):
+        name = getattr(reviewer, "__qualname__", type(reviewer).__qualname__)
+        identity = Reviewer(id=str(name), kind="policy")
+    try:
+        raw = reviewer.review(request) if hasattr(reviewer, "review") else reviewer(request.subject)
+    except GateDecisionError:
+        raise
+    except Exception as exc:
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        reason = f"the reviewer raised {name}: {exc}"
+        return GateDecision(decision="escalated", reviewer=identity, reason=reason), exc
+    return as_decision(raw, identity, where=f"gate {request.gate_id!r}"), None
+
+
 class PolicyReviewer:
     """A rule that decides, recorded as reviewer kind ``policy``.
 

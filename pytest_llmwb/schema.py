@@ -55,7 +55,7 @@ SCHEMA_VERSION = 1
 OTEL_GENAI_SEMCONV_VERSION = "1.37.0"
 
 #: Per-fact values that differ between two recordings of identical behaviour.
-VOLATILE_FIELDS = frozenset({"trace_id", "span_id", "at", "duration_ms"})
+VOLATILE_FIELDS = frozenset({"trace_id", "span_id", "at", "duration_ms", "timing"})
 
 NodeKind = Literal["model", "tool", "gate", "function", "agent", "subgraph"]
 GateDecisionValue = Literal["approved", "rejected", "edited", "escalated", "timed_out"]
@@ -275,6 +275,9 @@ class _FactBase(_Model):
     span_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
     at: str | None = None
     duration_ms: float | None = None
+    #: Calls captured over HTTP: seconds from the request to its response headers, then
+    #: to each recorded chunk of the body (replayed with ``--llmwb-replay-timing``).
+    timing: list[float] | None = None
 
 
 class StepFact(_FactBase):

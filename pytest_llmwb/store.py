@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
 from pydantic import ValidationError
@@ -51,6 +51,9 @@ from .schema import (
     ToolCallFact,
     fact_adapter,
 )
+
+if TYPE_CHECKING:
+    from .scrub import Scrubber
 
 __all__ = [
     "BLOB_THRESHOLD",
@@ -186,12 +189,15 @@ def _outline(value: Any, blobs: dict[str, bytes]) -> Any:
 
 
 def fact_record(fact: Any) -> dict[str, Any]:
-    """The stored form of a fact: no volatile values, no fields left at their default."""
-    record: dict[str, Any] = fact.model_dump(
-        mode="json", exclude_defaults=True, exclude=set(VOLATILE_FIELDS)
+    """The stored form of a fact: no volatile values, no fields left at their default.
+
+    ``seq``, ``kind`` and ``node`` come first, then the kind's fields in schema order;
+    JSON values keep the order the live code gave them.
+    """
+    fields: dict[str, Any] = fact.model_dump(
+        mode="json", exclude_defaults=True, exclude={"seq", "kind", "node", *VOLATILE_FIELDS}
     )
-    record["kind"] = fact.kind
-    return record
+    return {"seq": fact.seq, "kind": fact.kind, "node": fact.node, **fields}
 
 
 def volatile_record(fact: Any) -> dict[str, Any]:
@@ -257,6 +263,7 @@ def write_bundle(
     labels: dict[str, str] | None = None,
     volatile_run: dict[str, Any] | None = None,
     blobs: dict[str, bytes] | None = None,
+    scrubber: Scrubber | None = None,
 ) -> Bundle:
     """Write a bundle directory atomically and return it.
 
@@ -264,10 +271,20 @@ def write_bundle(
     swapped into place, so an interrupted write leaves any previous bundle intact.
     ``blobs`` are extra content-addressed payloads (such as captured wire exchanges),
     keyed by the ``sha256:<hex>`` digest of their bytes.
+
+    Last line of defence against leaked secrets: facts, ``dag.json`` and blobs are
+    scanned with ``scrubber`` (default: the built-in rules) before anything is written.
+    A strict scrubber refuses to write (:class:`SecretFoundError` naming file and
+    field); otherwise what upstream scrubbing missed is replaced by its placeholder.
     """
+    __tracebackhide__ = True
+    from .scrub import default_scrubber
+
     target = Path(path)
-    blobs = dict(blobs or {})
-    lines = [dumps_record(_outline(fact_record(f), blobs)) for f in facts]
+    records, dag, blobs = (scrubber or default_scrubber()).guard_bundle(
+        [fact_record(f) for f in facts], dag, dict(blobs or {}), rekey=digest_bytes
+    )
+    lines = [dumps_record(_outline(record, blobs)) for record in records]
     facts_bytes = b"".join(line + b"\n" for line in lines)
     volatile_facts = {str(f.seq): v for f in facts if (v := volatile_record(f))}
     volatile = {"run": volatile_run or {}, "facts": volatile_facts}

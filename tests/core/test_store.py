@@ -89,12 +89,26 @@ def test_rewriting_same_path_changes_only_volatile(
     assert {k for k in before if before[k] != after[k]} <= {"volatile.json"}
 
 
-def test_facts_file_is_one_sorted_record_per_line(sample_bundle: Path) -> None:
+def test_facts_file_is_one_compact_record_per_line_led_by_seq_kind_node(
+    sample_bundle: Path,
+) -> None:
     raw = (sample_bundle / "facts.jsonl").read_bytes()
     assert raw.endswith(b"\n")
-    for line in raw.splitlines():
+    for number, line in enumerate(raw.splitlines(), 1):
         record = orjson.loads(line)
-        assert line == orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        assert line == orjson.dumps(record)
+        assert list(record)[:3] == ["seq", "kind", "node"] and record["seq"] == number
+
+
+def test_replayed_json_keeps_the_order_the_live_code_built(tmp_path: Path) -> None:
+    result = {"zeta": 1, "alpha": {"y": 2, "b": 3}}
+    with Run("order") as run:
+        run.tool_call("lookup", {"b": 1, "a": 2}, lambda: result)
+    run.save(tmp_path / "b")
+    with Run("order", mode="replay", replay=tmp_path / "b") as replay:
+        served = replay.tool_call("lookup", {"b": 1, "a": 2}, lambda: None)
+    assert served == result
+    assert list(served) == ["zeta", "alpha"] and list(served["alpha"]) == ["y", "b"]
 
 
 # --- blobs -----------------------------------------------------------------------------------

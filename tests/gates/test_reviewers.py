@@ -228,3 +228,56 @@ def test_scripted_decision_with_an_unknown_value_is_a_named_error() -> None:
     scripted = Run("r", dag=DAG, gate_decisions={"review": "approve"})
     with scripted as run, pytest.raises(GateDecisionError, match="for gate 'review'"):
         run.gate("review", reviewer=lambda s: True)
+
+
+def test_module_gate_outside_a_run_asks_reviewer_objects_the_same_way() -> None:
+    import pytest_llmwb as llmwb
+
+    policy = PolicyReviewer("limits", lambda subject: subject["amount"] < 10)
+    assert llmwb.gate("g", reviewer=policy, subject={"amount": 3}).decision == "approved"
+    assert llmwb.gate("g", reviewer=lambda s: ("rejected", "no"), subject=1).reason == "no"
+
+    def broken(subject: Any) -> bool:
+        raise RuntimeError("down")
+
+    assert llmwb.gate("g", reviewer=broken).decision == "escalated"
+    assert llmwb.artifact("reply", Reply(text="x", amount=1)) is None
+
+
+def test_a_recorded_result_that_no_longer_fits_its_type_is_a_named_error(tmp_path: Any) -> None:
+    from pytest_llmwb import ResultTypeError
+
+    with Run("r") as run:
+        run.tool_call("lookup", {}, lambda: {"text": "x"})
+    run.save(tmp_path / "b")
+    with (
+        Run("r", mode="replay", replay=tmp_path / "b") as replay,
+        pytest.raises(ResultTypeError) as info,
+    ):
+        replay.tool_call("lookup", {}, lambda: None, result_type=Reply)
+    message = str(info.value)
+    assert (
+        "the recorded result of tool 'lookup' (node 'lookup', 1st call) no longer fits" in message
+    )
+    assert "amount: Field required" in message and "fix: record the run again" in message
+
+
+def test_threads_without_context_find_the_only_run_but_never_a_wrong_one() -> None:
+    import pytest_llmwb as llmwb
+    from pytest_llmwb import LlmwbWarning
+
+    found: list[Any] = []
+
+    def in_thread() -> None:
+        found.append(llmwb.current_run())
+
+    with Run("one") as one:
+        worker = threading.Thread(target=in_thread)
+        worker.start()
+        worker.join()
+        assert found == [one]
+        with Run("two"), pytest.warns(LlmwbWarning, match="2 runs are active"):
+            worker = threading.Thread(target=in_thread)
+            worker.start()
+            worker.join()
+            assert found[-1] is None
