@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_capture
+import bench_diff
 import bench_import
 import bench_overhead
 import bench_replay
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     bench_replay.NAME: bench_replay.run,
     bench_import.NAME: bench_import.run,
     bench_capture.NAME: bench_capture.run,
+    bench_diff.NAME: bench_diff.run,
 }
 
 

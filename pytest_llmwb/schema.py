@@ -5,8 +5,9 @@ where one exists (``input_tokens``, ``cache_read_input_tokens``, ``finish_reason
 ``operation`` as ``gen_ai.operation.name``, ``provider`` as ``gen_ai.provider.name``).
 
 Facts are a discriminated union on ``kind``; :data:`Fact` validates any of them.
-Fields listed in :data:`VOLATILE_FIELDS` (wall times, trace and span ids) are kept out
-of ``facts.jsonl`` so that re-recording unchanged behaviour gives byte-identical files.
+Fields listed in :data:`VOLATILE_FIELDS` (wall times, durations, stream chunk timings,
+trace and span ids) are kept out of ``facts.jsonl`` so that re-recording unchanged
+behaviour gives byte-identical files.
 """
 
 from __future__ import annotations

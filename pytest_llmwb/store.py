@@ -4,7 +4,7 @@ Layout of a bundle directory::
 
     manifest.json   schema version, digests of dag.json and facts.jsonl, fact count, blobs
     dag.json        the DAG snapshot (indented, sorted keys)
-    facts.jsonl     one fact per line, compact, sorted keys, no volatile values
+    facts.jsonl     one fact per line, compact, seq/kind/node first, no volatile values
     volatile.json   wall times, durations, trace and span ids, by fact seq
     blobs/<hex>     strings larger than BLOB_THRESHOLD, by sha256 of their UTF-8 bytes
 
