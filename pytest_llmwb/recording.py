@@ -482,37 +482,18 @@ class Run:
         recorded cost and never recomputes it.
         """
         __tracebackhide__ = True
-        req, node_id, ordinal, req_digest, req_json = self._begin_model(
-            request, node, provider, operation
-        )
-        recorded = self._serve(node_id, ordinal, "model_io", req_digest, req_json)
-        if recorded is not None:
-            return self._replayed_model(recorded, node_id, ordinal)
-        started = time.perf_counter()
-        at = _now()
+        pending = self._model_call(request, node, provider, operation, cost)
+        if pending.served is not None:
+            response: ModelResponse = pending.served()
+            return response
         try:
             with _live_call():
-                raw = call(req)
+                raw = call(pending.argument)
         except Exception as exc:
-            self._record_model(
-                node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
-            )
+            pending.end(None, exc)
             raise
-        response = _as_response(raw)
-        self._record_model(
-            node_id,
-            ordinal,
-            provider,
-            operation,
-            req,
-            req_digest,
-            response,
-            None,
-            cost(req, response) if cost else None,
-            at,
-            started,
-        )
-        return response
+        live: ModelResponse = pending.end(raw, None)
+        return live
 
     async def amodel_io(
         self,
@@ -526,37 +507,56 @@ class Run:
     ) -> ModelResponse:
         """:meth:`model_io` for an async ``call``."""
         __tracebackhide__ = True
+        pending = self._model_call(request, node, provider, operation, cost)
+        if pending.served is not None:
+            response: ModelResponse = pending.served()
+            return response
+        try:
+            with _live_call():
+                raw = await call(pending.argument)
+        except Exception as exc:
+            pending.end(None, exc)
+            raise
+        live: ModelResponse = pending.end(raw, None)
+        return live
+
+    def _model_call(
+        self,
+        request: ModelRequest | Mapping[str, Any],
+        node: str | None,
+        provider: str,
+        operation: str,
+        cost: Callable[[ModelRequest, ModelResponse], Cost | None] | None,
+    ) -> _Pending:
+        """A model call: answered from the bundle, or to run live and then be recorded."""
+        __tracebackhide__ = True
         req, node_id, ordinal, req_digest, req_json = self._begin_model(
             request, node, provider, operation
         )
         recorded = self._serve(node_id, ordinal, "model_io", req_digest, req_json)
         if recorded is not None:
-            return self._replayed_model(recorded, node_id, ordinal)
-        started = time.perf_counter()
-        at = _now()
-        try:
-            with _live_call():
-                raw = await call(req)
-        except Exception as exc:
+            return _Pending(req, served=lambda: self._replayed_model(recorded, node_id, ordinal))
+        started, at = time.perf_counter(), _now()
+
+        def end(raw: Any, exc: BaseException | None) -> ModelResponse | None:
+            response = None if exc is not None else _as_response(raw)
+            priced = cost(req, response) if cost is not None and response is not None else None
             self._record_model(
-                node_id, ordinal, provider, operation, req, req_digest, None, exc, None, at, started
+                node_id,
+                ordinal,
+                provider,
+                operation,
+                req,
+                req_digest,
+                response,
+                exc,
+                priced,
+                at,
+                started,
             )
-            raise
-        response = _as_response(raw)
-        self._record_model(
-            node_id,
-            ordinal,
-            provider,
-            operation,
-            req,
-            req_digest,
-            response,
-            None,
-            cost(req, response) if cost else None,
-            at,
-            started,
-        )
-        return response
+            return response
+
+        return _Pending(req, end=end)
 
     def _begin_model(
         self,
@@ -684,22 +684,16 @@ class Run:
         into the type the live function returns.
         """
         __tracebackhide__ = True
-        node_id, ordinal, args, req_digest = self._begin_tool(tool, arguments, node)
-        recorded = self._serve(
-            node_id, ordinal, "tool_call", req_digest, {"tool": tool, "arguments": args}
-        )
-        if recorded is not None:
-            return typing.cast(T, self._replayed_tool(recorded, node_id, ordinal, result_type))
-        started = time.perf_counter()
-        at = _now()
+        pending = self._tool_call(tool, arguments, node, result_type)
+        if pending.served is not None:
+            return typing.cast(T, pending.served())
         try:
             with _live_call():
                 result = call()
         except Exception as exc:
-            self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
+            pending.end(None, exc)
             raise
-        self._record_tool(node_id, ordinal, tool, args, req_digest, result, None, at, started)
-        return result
+        return typing.cast(T, pending.end(result, None))
 
     async def atool_call(
         self,
@@ -712,22 +706,36 @@ class Run:
     ) -> T:
         """:meth:`tool_call` for an async ``call``."""
         __tracebackhide__ = True
-        node_id, ordinal, args, req_digest = self._begin_tool(tool, arguments, node)
-        recorded = self._serve(
-            node_id, ordinal, "tool_call", req_digest, {"tool": tool, "arguments": args}
-        )
-        if recorded is not None:
-            return typing.cast(T, self._replayed_tool(recorded, node_id, ordinal, result_type))
-        started = time.perf_counter()
-        at = _now()
+        pending = self._tool_call(tool, arguments, node, result_type)
+        if pending.served is not None:
+            return typing.cast(T, pending.served())
         try:
             with _live_call():
                 result = await call()
         except Exception as exc:
-            self._record_tool(node_id, ordinal, tool, args, req_digest, None, exc, at, started)
+            pending.end(None, exc)
             raise
-        self._record_tool(node_id, ordinal, tool, args, req_digest, result, None, at, started)
-        return result
+        return typing.cast(T, pending.end(result, None))
+
+    def _tool_call(
+        self, tool: str, arguments: Mapping[str, Any], node: str | None, result_type: Any
+    ) -> _Pending:
+        """A tool call: answered from the bundle, or to run live and then be recorded."""
+        __tracebackhide__ = True
+        node_id, ordinal, args, req_digest = self._begin_tool(tool, arguments, node)
+        request = {"tool": tool, "arguments": args}
+        recorded = self._serve(node_id, ordinal, "tool_call", req_digest, request)
+        if recorded is not None:
+            return _Pending(
+                None, served=lambda: self._replayed_tool(recorded, node_id, ordinal, result_type)
+            )
+        started, at = time.perf_counter(), _now()
+
+        def end(result: Any, exc: BaseException | None) -> Any:
+            self._record_tool(node_id, ordinal, tool, args, req_digest, result, exc, at, started)
+            return result
+
+        return _Pending(None, end=end)
 
     def _begin_tool(
         self, tool: str, arguments: Mapping[str, Any], node: str | None
@@ -1148,6 +1156,27 @@ class Run:
 
 
 _NODE_KIND = {"model_io": "model", "tool_call": "tool", "gate": "gate"}
+
+
+class _Pending:
+    """One call of a run, shared by the sync and async variants of each call.
+
+    ``served`` answers it from the bundle; otherwise the caller runs it live with
+    ``argument`` and reports the outcome to ``end(result, exc)``, which records it.
+    """
+
+    __slots__ = ("argument", "end", "served")
+
+    def __init__(
+        self,
+        argument: Any,
+        *,
+        served: Callable[[], Any] | None = None,
+        end: Callable[[Any, BaseException | None], Any] | None = None,
+    ) -> None:
+        self.argument = argument
+        self.served = served
+        self.end: Callable[[Any, BaseException | None], Any] = end or (lambda r, e: r)
 
 
 class _Served:

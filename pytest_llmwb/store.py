@@ -98,19 +98,7 @@ class Bundle:
             return data
         if self.path is None:
             raise BundleCorruptError(f"blob {ref} is missing", path="<memory>", fix=_RECORD_FIX)
-        blob_path = self.path / BLOBS / ref.removeprefix("sha256:")
-        try:
-            data = blob_path.read_bytes()
-        except OSError:
-            raise BundleCorruptError(
-                f"blob {ref} is missing", path=str(blob_path), fix=_RECORD_FIX
-            ) from None
-        if digest_bytes(data) != ref:
-            raise BundleCorruptError(
-                f"blob {ref} does not match its digest (modified on disk)",
-                path=str(blob_path),
-                fix=_RECORD_FIX,
-            )
+        data = read_blob(self.path / BLOBS, ref)
         self.blobs[ref] = data
         return data
 
@@ -392,24 +380,34 @@ def _check_version(raw: Any, path: Path) -> None:
     )
 
 
+def read_blob(blobs_dir: Path, ref: str, *, referrer: tuple[Path, int] | None = None) -> bytes:
+    """The bytes of blob ``ref``, checked against its digest.
+
+    A missing blob is reported at ``referrer`` (the file and line that point to it)
+    when given; a blob whose bytes do not match its name is reported at the blob.
+    """
+    blob = blobs_dir / ref.removeprefix("sha256:")
+    try:
+        data = blob.read_bytes()
+    except OSError:
+        where, line = referrer if referrer is not None else (blob, None)
+        raise BundleCorruptError(
+            f"blob {ref} is missing", path=str(where), line=line, fix=_RECORD_FIX
+        ) from None
+    if digest_bytes(data) != ref:
+        raise BundleCorruptError(
+            f"blob {ref} does not match its digest (modified on disk)",
+            path=str(blob),
+            fix=_RECORD_FIX,
+        )
+    return data
+
+
 def _inline(value: Any, blobs_dir: Path, facts_path: Path, line: int) -> Any:
     if isinstance(value, dict):
         ref = value.get(BLOB_KEY)
         if isinstance(ref, str) and len(value) == 2:
-            blob = blobs_dir / ref.removeprefix("sha256:")
-            try:
-                data = blob.read_bytes()
-            except OSError:
-                raise BundleCorruptError(
-                    f"blob {ref} is missing", path=str(facts_path), line=line, fix=_RECORD_FIX
-                ) from None
-            if digest_bytes(data) != ref:
-                raise BundleCorruptError(
-                    f"blob {ref} does not match its digest (modified on disk)",
-                    path=str(blob),
-                    fix=_RECORD_FIX,
-                )
-            return data.decode()
+            return read_blob(blobs_dir, ref, referrer=(facts_path, line)).decode()
         return {k: _inline(v, blobs_dir, facts_path, line) for k, v in value.items()}
     if isinstance(value, list):
         return [_inline(v, blobs_dir, facts_path, line) for v in value]
