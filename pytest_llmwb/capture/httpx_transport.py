@@ -288,17 +288,22 @@ def _make_sync(hx: Any, original: Any) -> Any:
         except BaseException as exc:
             call.finish("error", exc)
             raise
-        reason = response.extensions.get("reason_phrase", b"")
-        call.headers(
-            response.status_code,
-            reason.decode("ascii", "replace") if isinstance(reason, bytes) else str(reason),
-            response.headers.multi_items(),
-        )
-        response.stream = recording(response.stream, call)
-        return response
+        return _recorded(response, call, recording)
 
     handle_request.__llmwb__ = True  # type: ignore[attr-defined]
     return handle_request
+
+
+def _recorded(response: Any, call: Any, recording: Any) -> Any:
+    """Record the live response's head; its body is recorded as the caller reads it."""
+    reason = response.extensions.get("reason_phrase", b"")
+    call.headers(
+        response.status_code,
+        reason.decode("ascii", "replace") if isinstance(reason, bytes) else str(reason),
+        response.headers.multi_items(),
+    )
+    response.stream = recording(response.stream, call)
+    return response
 
 
 def _make_async(hx: Any, original: Any) -> Any:
@@ -323,14 +328,7 @@ def _make_async(hx: Any, original: Any) -> Any:
             else:
                 call.finish("error", exc)
             raise
-        reason = response.extensions.get("reason_phrase", b"")
-        call.headers(
-            response.status_code,
-            reason.decode("ascii", "replace") if isinstance(reason, bytes) else str(reason),
-            response.headers.multi_items(),
-        )
-        response.stream = recording(response.stream, call)
-        return response
+        return _recorded(response, call, recording)
 
     handle_async_request.__llmwb__ = True  # type: ignore[attr-defined]
     return handle_async_request
