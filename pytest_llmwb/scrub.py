@@ -524,6 +524,11 @@ class Scrubber:
             }
             for anchor in self._anchors
         }
+        names = {k.lower().encode() for r in self._keyed for k in r.keys}
+        names |= {n.replace(b"_", b"-") for n in names}
+        self._key_names = tuple(
+            sorted(n for n in names if not any(m != n and m in n for m in names))
+        )
         # the end of a secret field's key, as orjson writes it: 'password":'
         self._key_probe = (
             re.compile(
@@ -632,7 +637,14 @@ class Scrubber:
             return True
         if self._has_anchor(data):
             return True
-        return self._key_probe is not None and self._key_probe.search(data) is not None
+        if self._key_probe is None:
+            return False
+        # the probe is a case-insensitive alternation (slow); run it only when one of the
+        # credential field names occurs at all
+        lowered = data.lower()
+        if not any(name in lowered for name in self._key_names):
+            return False
+        return self._key_probe.search(data) is not None
 
     def scrub_value(self, value: JSON, *, where: str) -> JSON:
         """``value`` with every secret replaced; the same object when nothing was found.
