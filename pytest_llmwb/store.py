@@ -304,11 +304,14 @@ def write_bundle(
             if staged.exists():
                 shutil.rmtree(staged, ignore_errors=True)
     except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason += f" ({exc.filename or target}: a file is where a directory must be)"
         raise BundleWriteError(
-            f"cannot write bundle {target}: {exc.strerror or exc}",
+            f"cannot write bundle {target}: {reason}",
             fix=(
-                "make the directory writable, or point bundles elsewhere with "
-                "--llmwb-bundle-dir DIR or the llmwb_bundle_dir ini key"
+                "move the file away or make the directory writable, or point bundles "
+                "elsewhere with --llmwb-bundle-dir DIR or the llmwb_bundle_dir ini key"
             ),
         ) from exc
     return Bundle(
