@@ -66,9 +66,7 @@ class BundleCassette(Cassette):  # type: ignore[misc]
     """A vcrpy cassette whose store is the run: lookups by node, ordinal and digest."""
 
     def __init__(self, session: CaptureSession) -> None:
-        super().__init__(
-            path="<llmwb>", record_mode=RecordMode.ALL, skip_patchers=("httpx", "httpx2")
-        )
+        super().__init__(path="<llmwb>", record_mode=RecordMode.ALL)
         self._session = session
         self._calls: dict[int, tuple[Any, Call | None]] = {}
         self._waiting: list[Call] = []  # live calls whose response is not recorded yet
@@ -174,11 +172,25 @@ class BundleCassette(Cassette):  # type: ignore[misc]
         pass
 
 
+class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
+    """vcrpy's patchers without httpx and httpx2: our own transports capture those.
+
+    Overriding the two builders works with every vcrpy we support (``skip_patchers``
+    only exists from vcrpy 9, which needs Python 3.11).
+    """
+
+    def _httpx(self) -> tuple[()]:
+        return ()
+
+    def _httpx2(self) -> tuple[()]:
+        return ()
+
+
 @contextmanager
 def installed(session: CaptureSession) -> Iterator[BundleCassette]:
     """Apply vcrpy's patches, answered by a :class:`BundleCassette`, while the block runs."""
     cassette = BundleCassette(session)
     with ExitStack() as stack:
-        for patcher in CassettePatcherBuilder(cassette).build():
+        for patcher in _PatcherBuilder(cassette).build():
             stack.enter_context(patcher)
         yield cassette

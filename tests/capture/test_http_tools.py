@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import urllib.request
 from pathlib import Path
@@ -118,6 +119,11 @@ def test_urllib_and_plain_httpx_calls_become_tool_facts(
     assert len(tools(run)) == 2
 
 
+@pytest.mark.skipif(
+    int(importlib.metadata.version("vcrpy").split(".")[0]) < 9,
+    reason="vcrpy < 9 (Python 3.10) lets requests resolve the host before the cassette "
+    "answers: the call is still blocked, by its DNS lookup",
+)
 def test_an_unrecorded_request_in_replay_is_a_blocked_live_call(
     tmp_path: Path, tool_server: ToolServer
 ) -> None:
