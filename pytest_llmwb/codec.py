@@ -33,9 +33,23 @@ _SAFE_INT = 2**53 - 1
 def _fast_path_ok(obj: Any) -> bool:
     """True when orjson's sorted output equals RFC 8785 for ``obj``."""
     stack = [obj]
+    pop, push = stack.pop, stack.append
     while stack:
-        value = stack.pop()
-        if isinstance(value, str) or value is None or isinstance(value, bool):
+        value = pop()
+        kind = type(value)
+        if kind is str or value is None or kind is bool:
+            continue
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                if type(item) is not str:  # most leaves are strings: not pushed
+                    push(item)
+            continue
+        if kind is list or kind is tuple:
+            stack.extend(value)
+            continue
+        if isinstance(value, bool):  # a bool subclass, like True
             continue
         if isinstance(value, int):
             if -_SAFE_INT <= value <= _SAFE_INT:
@@ -47,11 +61,12 @@ def _fast_path_ok(obj: Any) -> bool:
             if 1e-5 <= abs(value) < 1e16 and not value.is_integer():
                 continue
             return False
+        if isinstance(value, str):  # a str subclass
+            continue
         if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str) or not key.isascii():
-                    return False
-                stack.append(item)
+            if not all(isinstance(key, str) and key.isascii() for key in value):
+                return False
+            stack.extend(value.values())
             continue
         if isinstance(value, (list, tuple)):
             stack.extend(value)

@@ -383,7 +383,7 @@ class Run:
         """The facts (of ``kinds``, or all), each read when reached: nothing is kept."""
         for item in self._facts:
             if not kinds or item.kind in kinds:
-                yield item.load() if type(item) is _Served else item
+                yield item.load() if type(item) in _LAZY else item
 
     def count(self, *kinds: str) -> int:
         """How many facts (of ``kinds``, or in all) the run has, without reading them."""
@@ -1103,6 +1103,20 @@ class Run:
         """Append a fact of type ``cls``; ``seq`` and the trace ids are filled in."""
         return self._append(cls, **fields)
 
+    def append_deferred(self, node: str, build: Callable[[dict[str, Any]], Any]) -> Any:
+        """Take the next ``seq`` for a fact on ``node`` that ``build(fields)`` makes later.
+
+        ``fields`` holds ``seq``, ``trace_id`` and ``span_id`` (taken now, in the caller's
+        context); the fact is built once, when first read. Returns the handle, whose
+        ``load()`` builds it.
+        """
+        trace_id, span_id = _trace_ids()
+        with self._lock:
+            fields = {"seq": len(self._facts) + 1, "trace_id": trace_id, "span_id": span_id}
+            entry = _Deferred(node, fields, build)
+            self._facts.append(entry)
+        return entry
+
     def append_served(self, recorded: Any) -> None:
         """Append a call answered from the bundle: ``recorded`` is what :meth:`serve` gave."""
         self._append_served(recorded)
@@ -1201,8 +1215,50 @@ class _Served:
         return self.source[self.source_seq - 1].model_copy(update=self.fields)
 
 
+class _Deferred:
+    """A fact whose place (``seq``) is taken now and whose content is built when read.
+
+    HTTP capture keeps the call path to copying bytes: parsing, scrubbing, digests and
+    pricing happen when the run's facts are first read, when capture ends, or when the
+    run is saved. ``build(fields)`` makes the fact from ``seq`` and the trace ids.
+    """
+
+    __slots__ = ("_build", "_fact", "_lock", "fields", "node")
+
+    def __init__(self, node: str, fields: dict[str, Any], build: Callable[..., Any]) -> None:
+        self.node = node
+        self.fields = fields
+        self._build: Callable[..., Any] | None = build
+        self._fact: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def seq(self) -> int:
+        seq: int = self.fields["seq"]
+        return seq
+
+    @property
+    def kind(self) -> str:
+        kind: str = self.load().kind
+        return kind
+
+    def load(self) -> Any:
+        fact = self._fact
+        if fact is None:
+            with self._lock:
+                if self._fact is None:
+                    assert self._build is not None
+                    self._fact = self._build(self.fields)
+                    self._build = None
+                fact = self._fact
+        return fact
+
+
+_LAZY = (_Served, _Deferred)
+
+
 def _load(item: Any) -> Any:
-    return item.load() if type(item) is _Served else item
+    return item.load() if type(item) in _LAZY else item
 
 
 def check_dag_drift(recorded: DagSnapshot, live: DagSnapshot, *, source: str, fix: str) -> None:

@@ -43,6 +43,7 @@ from ..exceptions import (
     BundleCorruptError,
     CaptureWarning,
     LiveCallBlockedError,
+    SecretFoundError,
     UnexpectedCallError,
 )
 from ..recording import in_instrumented_call
@@ -113,10 +114,6 @@ class CaptureConfig:
     replay_timing: bool = False
     adapters: tuple[ProviderAdapter, ...] = ()
     block_network: bool | None = None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -204,7 +201,9 @@ class Call:
         self.ordinal = 0
         self.kind: Literal["model_io", "tool_call"] = "tool_call"
         self.started = time.perf_counter()
-        self.at = _now()
+        self.wall = time.time()
+        # the request as sent, kept until its fact is built (see CaptureSession.begin)
+        self.sent: tuple[list[tuple[str, str]], bytes] | None = None
         self.request_headers: list[tuple[str, str]] = []
         self.request_body = b""
         self.request_json: Any = None
@@ -223,6 +222,7 @@ class Call:
         self.raw: list[bytes] = []
         self.arrivals: list[tuple[float, int]] = []
         self.done = False
+        self.duration = 0.0
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -250,21 +250,17 @@ class Call:
             self.arrivals.append((time.perf_counter() - self.started, len(data)))
 
     def finish(self, end: End, error: BaseException | None = None) -> None:
-        """The live exchange ended (the first outcome wins): record its fact.
+        """The live exchange ended (the first outcome wins): its fact takes its place.
 
-        Never raises: a failure to record becomes a :class:`CaptureWarning`, so that the
-        caller's own call is not disturbed.
+        The fact is built later (see :meth:`CaptureSession.begin`); never raises.
         """
         with self._lock:
             if self.done:
                 return
             self.done = True
-        try:
-            self.session._record(self, end, error)
-        except Exception as exc:  # pragma: no cover - defensive: never break the caller
-            self.session.warn(
-                f"{self.where}: the exchange could not be recorded ({type(exc).__name__}: {exc})"
-            )
+        self.duration = time.perf_counter() - self.started
+        failed = (_error_name(error), str(error)) if error is not None else None
+        self.session._finished(self, end, failed)
 
 
 class CaptureSession:
@@ -281,6 +277,7 @@ class CaptureSession:
         self.guard: NetworkGuard | None = None
         self._blocked: list[str] = []
         self._pending: set[Call] = set()
+        self._deferred: list[Any] = []  # facts of this session still to build
         self._unpriced: set[tuple[str, str]] = set()
         self._urls: dict[str, tuple[str, str]] = {}
         self._exchanges: dict[str, Exchange] = {}
@@ -334,12 +331,27 @@ class CaptureSession:
         with _stack_lock:
             if self in _stack:
                 _stack.remove(self)
-        for call in list(self._pending):
-            # a response the caller never closed: record what it had received
-            call.finish("closed")
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
+        try:
+            for call in list(self._pending):
+                # a response the caller never closed: record what it had received
+                call.finish("closed")
+            self.build()
+        finally:
+            if self._stack is not None:
+                self._stack.close()
+                self._stack = None
+
+    def build(self) -> None:
+        """Build the facts of the calls that ended, now rather than when first read.
+
+        Adapter and pricing problems become warnings now; a secret in strict mode raises
+        :class:`~pytest_llmwb.exceptions.SecretFoundError`.
+        """
+        __tracebackhide__ = True
+        with self._lock:
+            entries, self._deferred = self._deferred, []
+        for entry in entries:
+            entry.load()
 
     @property
     def blocked(self) -> list[str]:
@@ -393,7 +405,14 @@ class CaptureSession:
             default = f"http:{host}"
         call.node = run.resolve_node(None, default, call.kind)
         call.ordinal = run.next_ordinal(call.node)
-        if run.index is not None and run.mode in ("replay", "new") and self._fast(call, body):
+        if run.index is None or run.mode == "record":
+            # nothing to match: the call path only copies the request; it is scrubbed,
+            # parsed and digested when its fact is built
+            call.sent = (list(headers), body)
+            with self._lock:
+                self._pending.add(call)
+            return call
+        if run.mode in ("replay", "new") and self._fast(call, body):
             return call
         self._request(call, headers, body)
         try:
@@ -556,6 +575,7 @@ class CaptureSession:
                 arguments["body"] = text if text is not None else f"<{len(body)} bytes>"
             call.request_json = {"tool": self._tool_name(call), "arguments": arguments}
         call.digest = digest(self._matchable(call.request_json, body))
+        call.sent = None
 
     def _headers(self, headers: dict[str, str], allow: frozenset[str]) -> dict[str, str]:
         """The headers to store: the scrubber's choice among the allowlisted ones."""
@@ -563,9 +583,9 @@ class CaptureSession:
             headers = {k: v for k, v in headers.items() if k in allow}
         return self.scrubber.scrub_headers(headers, allow=allow)
 
-    def _message(self, error: BaseException) -> str:
+    def _message(self, message: str) -> str:
         """An exception's message, scrubbed (it may quote a URL or a header)."""
-        text: str = self.scrubber.scrub_value(str(error), where="an exception message")
+        text: str = self.scrubber.scrub_value(message, where="an exception message")
         return text
 
     @staticmethod
@@ -590,9 +610,42 @@ class CaptureSession:
 
     # -- the response ended: the fact -----------------------------------------------------
 
-    def _record(self, call: Call, end: End, error: BaseException | None) -> None:
+    def _finished(self, call: Call, end: End, error: tuple[str, str] | None) -> None:
+        """Take the fact's place in the run; :meth:`_build` makes it when it is read."""
+        entry = self.run.append_deferred(
+            call.node, lambda fields: self._build(call, end, error, fields)
+        )
         with self._lock:
             self._pending.discard(call)
+            self._deferred.append(entry)
+
+    def _build(
+        self, call: Call, end: End, error: tuple[str, str] | None, fields: dict[str, Any]
+    ) -> ModelIOFact | ToolCallFact:
+        __tracebackhide__ = True
+        try:
+            if call.sent is not None:
+                self._request(call, *call.sent)
+            return self._record(call, end, error, fields)
+        except SecretFoundError:
+            raise
+        except Exception as exc:  # pragma: no cover - defensive: keep the call's place
+            message = (
+                f"{call.where}: the exchange could not be recorded ({type(exc).__name__}: {exc})"
+            )
+            self.warn(message)
+            return ToolCallFact(
+                **fields,
+                node=call.node,
+                ordinal=call.ordinal,
+                tool=self._tool_name(call),
+                arguments={"method": call.method, "url": call.url},
+                error=ErrorInfo(type="pytest_llmwb.CaptureError", message=message),
+            )
+
+    def _record(
+        self, call: Call, end: End, error: tuple[str, str] | None, fields: dict[str, Any]
+    ) -> ModelIOFact | ToolCallFact:
         scrubber = self.scrubber
         exchange = Exchange(
             method=call.method,
@@ -600,7 +653,7 @@ class CaptureSession:
             request_headers=call.request_headers,
             request_body=call.request_body,
             end=end,
-            error=(_error_name(error), self._message(error)) if error is not None else None,
+            error=(error[0], self._message(error[1])) if error is not None else None,
         )
         timing: list[float] | None = None
         content_type = ""
@@ -655,13 +708,15 @@ class CaptureSession:
             response, info = self._model_response(call, exchange, end, error, content_type)
             exchange.complete = end == "closed" and response is not None and info is None
         ref = self.run.add_blob(exchange.to_blob(), scrubbed=True)
-        fields: dict[str, Any] = {
+        at = datetime.fromtimestamp(call.wall, timezone.utc).isoformat(timespec="microseconds")
+        fields = {
+            **fields,
             "node": call.node,
             "ordinal": call.ordinal,
             "request_digest": call.digest,
             "exchange": ref,
-            "at": call.at,
-            "duration_ms": (time.perf_counter() - call.started) * 1000,
+            "at": at,
+            "duration_ms": call.duration * 1000,
             "timing": timing,
         }
         if call.kind == "model_io":
@@ -669,9 +724,8 @@ class CaptureSession:
             assert adapter is not None and call.model_request is not None
             cost = None
             if response is not None:
-                cost = self._price(adapter.name, call, response)
-            self.run.append(
-                ModelIOFact,
+                cost = self._price(adapter.name, call, response, at)
+            return ModelIOFact(
                 provider=adapter.name,
                 operation=call.operation,
                 request=call.model_request,
@@ -680,16 +734,15 @@ class CaptureSession:
                 cost=cost,
                 **fields,
             )
-        else:
-            self._record_tool(call, exchange, error, content_type, fields)
+        return self._record_tool(call, exchange, error, content_type, fields)
 
-    def _price(self, provider: str, call: Call, response: ModelResponse) -> Any:
+    def _price(self, provider: str, call: Call, response: ModelResponse, when: str) -> Any:
         """Price a live receipt with the run's price table (never in replay)."""
         assert call.model_request is not None
         table = getattr(self.run, "prices", None)
         if table is None:
             return None
-        at = datetime.fromisoformat(call.at)
+        at = datetime.fromisoformat(when)
         for model in dict.fromkeys(m for m in (response.model, call.model_request.model) if m):
             if (provider, model) in self._unpriced:
                 continue
@@ -708,7 +761,7 @@ class CaptureSession:
         call: Call,
         exchange: Exchange,
         end: End,
-        error: BaseException | None,
+        error: tuple[str, str] | None,
         content_type: str,
     ) -> tuple[ModelResponse | None, ErrorInfo | None]:
         """The receipt's response and error, read by the call's adapter."""
@@ -741,17 +794,17 @@ class CaptureSession:
                         "raw exchange is kept in the bundle and replays as recorded"
                     )
         if error is not None:
-            info = ErrorInfo(type=_error_name(error), message=self._message(error))
+            info = ErrorInfo(type=error[0], message=self._message(error[1]))
         return response, info
 
     def _record_tool(
         self,
         call: Call,
         exchange: Exchange,
-        error: BaseException | None,
+        error: tuple[str, str] | None,
         content_type: str,
         fields: dict[str, Any],
-    ) -> None:
+    ) -> ToolCallFact:
         result: Any = None
         if exchange.status is not None:
             body = exchange.body
@@ -767,14 +820,11 @@ class CaptureSession:
                     value = f"<{len(body)} bytes>"
             result = {"status": exchange.status, "body": value}
         request = call.request_json
-        self.run.append(
-            ToolCallFact,
+        return ToolCallFact(
             tool=request["tool"],
             arguments=request["arguments"],
             result=result,
-            error=ErrorInfo(type=_error_name(error), message=self._message(error))
-            if error
-            else None,
+            error=ErrorInfo(type=error[0], message=self._message(error[1])) if error else None,
             **fields,
         )
 

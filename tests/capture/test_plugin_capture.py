@@ -183,3 +183,48 @@ def test_a_hook_that_returns_no_adapter_list_is_a_config_error(project: pytest.P
     result.stdout.fnmatch_lines(
         ["*ConfigError: pytest_llmwb_adapters returned 'not adapters': it must return a list*"]
     )
+
+
+def test_strict_secrets_fail_a_captured_test_naming_the_call_and_write_nothing(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makepyfile(
+        test_leak="""
+        import os
+
+        import openai
+        import pytest
+
+        from pytest_llmwb.testing import ScriptedLLMServer
+
+        TOKEN = "ghp_" + "A1b2C3d4" * 5
+
+        @pytest.mark.llmwb
+        def test_leak():
+            with ScriptedLLMServer([f"use {TOKEN}"]) as server, openai.OpenAI(
+                base_url=server.base_url + "/v1", api_key=os.environ["OPENAI_API_KEY"]
+            ) as client:
+                reply = client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "token?"}]
+                )
+            assert reply.choices[0].message.content == f"use {TOKEN}"  # live: untouched
+        """
+    )
+    result = project.runpytest("-p", "no:xdist", "test_leak.py", "--llmwb-record")
+    result.assert_outcomes(passed=1)  # not strict: recorded as a placeholder
+    bundle = project.path / "llmwb_bundles" / "test_leak" / "test_leak"
+    assert b"<secret:github-token:" in _bundle_bytes(bundle)
+    stored = _bundle_bytes(bundle)
+
+    result = project.runpytest(
+        "-p", "no:xdist", "test_leak.py", "--llmwb-record", "--llmwb-strict-secrets"
+    )
+    result.assert_outcomes(passed=1, errors=1)  # the test ran; recording it failed
+    result.stdout.fnmatch_lines(
+        [
+            "*SecretFoundError: a secret matching rule 'github-token' was found in the "
+            "response body of POST http://127.0.0.1:*/v1/chat/completions at /choices/0/*",
+        ]
+    )
+    assert "A1b2C3d4A1b2" not in result.stdout.str()
+    assert _bundle_bytes(bundle) == stored  # the bundle on disk is untouched
