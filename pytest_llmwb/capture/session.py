@@ -846,8 +846,29 @@ def rebuild_error(type_name: str, message: str, *modules: Any) -> BaseException:
             try:
                 return cls(message)
             except Exception:
-                continue
+                return _same_class(cls, message)
     return RecordedCallError(type_name, message)
+
+
+def _same_class(cls: type[Exception], message: str) -> Exception:
+    """An instance of ``cls`` (a subclass of it) for classes built from more than a message.
+
+    ``aiohttp.ClientConnectorError(key, os_error)`` or urllib3's
+    ``NewConnectionError(conn, message)`` cannot be rebuilt from their message; a
+    subclass made from the message alone is caught by every ``except`` the original is.
+    """
+    replayed = type(
+        cls.__name__,
+        (cls,),
+        {
+            "__init__": lambda self, *args: Exception.__init__(self, message),
+            "__str__": lambda self: message,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        },
+    )
+    error: Exception = replayed()
+    return error
 
 
 @contextmanager

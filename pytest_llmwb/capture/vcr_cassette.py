@@ -11,10 +11,17 @@ vcrpy's httpx and httpx2 patchers are skipped: :mod:`.httpx_transport` handles t
 clients without buffering streams. These clients are buffered by vcrpy (a streamed
 body is read whole before the caller sees it); their exchanges are stored and replayed
 the same way as httpx ones.
+
+A transport error (connection refused, a timeout, a dropped connection) never reaches
+a vcrpy cassette, so the connection stubs and the aiohttp request are wrapped to hand
+it over: it is recorded as the exchange's ``error`` and raised again in replay, as the
+same exception class at the same layer, so that the client above (urllib3, requests,
+aiohttp) turns it into the same exception the caller saw live.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from vcr.cassette import Cassette
 from vcr.patch import CassettePatcherBuilder
 from vcr.record_mode import RecordMode
+from vcr.stubs import VCRConnection
 
 from .session import Call, is_forwarded, rebuild_error
 
@@ -159,6 +167,35 @@ class BundleCassette(Cassette):  # type: ignore[misc]
         call.chunk(body or b"")
         call.finish("eof")
 
+    def failed(self, request: Any, error: Exception) -> None:
+        """The live ``request`` failed in the transport: record the error."""
+        with self._lock:
+            entry = self._calls.pop(id(request), None)
+        call = entry[1] if entry is not None and entry[0] is request else None
+        self._fail(call, error)
+
+    def failed_request(self, method: str, url: str, error: Exception) -> None:
+        """A live request known by method and URL failed (aiohttp): record the error."""
+        stored = self._session.stored_url(url)[0]
+        with self._lock:
+            method = method.upper()
+            call = next(
+                (c for c in reversed(self._waiting) if c.method == method and c.url == stored),
+                None,
+            )
+            for key, (_, known) in list(self._calls.items()):
+                if known is call:
+                    del self._calls[key]
+        self._fail(call, error)
+
+    def _fail(self, call: Call | None, error: Exception) -> None:
+        if call is None or call.served is not None:
+            return
+        with self._lock:
+            if call in self._waiting:
+                self._waiting.remove(call)
+        call.finish("error", error)
+
     def find_requests_with_most_matches(
         self, request: Any
     ) -> list[tuple[Any, list[Any], list[Any]]]:
@@ -184,6 +221,46 @@ class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
 
     def _httpx2(self) -> tuple[()]:
         return ()
+
+    def _build_cassette_subclass(self, base_class: type) -> type:
+        """The connection stub vcrpy makes for the cassette, told of transport errors."""
+        subclass: Any = super()._build_cassette_subclass(base_class)
+        if issubclass(subclass, VCRConnection):
+            original = subclass.getresponse
+
+            def getresponse(conn: Any, *args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                try:
+                    return original(conn, *args, **kwargs)
+                except Exception as exc:  # connect and read errors surface here
+                    request = conn.__dict__.get("_vcr_request")
+                    if request is not None:
+                        conn.cassette.failed(request, exc)
+                    raise
+
+            subclass.getresponse = getresponse
+        built: type = subclass
+        return built
+
+    def _aiohttp(self) -> Iterator[Any]:
+        """The aiohttp patch of vcrpy, telling the cassette of transport errors."""
+        cassette = self._cassette
+        for patcher in super()._aiohttp():
+            inner = patcher.new
+
+            @functools.wraps(inner)
+            async def new_request(
+                session: Any, method: str, url: Any, _inner: Any = inner, **kwargs: Any
+            ) -> Any:
+                __tracebackhide__ = True
+                try:
+                    return await _inner(session, method, url, **kwargs)
+                except Exception as exc:
+                    cassette.failed_request(method, str(url), exc)
+                    raise
+
+            patcher.new = new_request
+            yield patcher
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,65 @@ def test_allowed_hosts_pass_through_unrecorded(tmp_path: Path, tool_server: Tool
     replay = Run.replay(tmp_path / "bundle")
     with replay, capture(replay, config):  # live in replay too: the server still runs
         assert requests.get(f"{tool_server.url}/orders/A-1", timeout=5).status_code == 200
+
+
+def _refusing_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: connecting is refused
+
+
+def test_transport_errors_replay_as_the_same_exceptions(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        refused = f"http://127.0.0.1:{_refusing_port()}"
+        slow = f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+        def agent() -> list[tuple[str, BaseException]]:
+            seen: list[tuple[str, BaseException]] = []
+            for name, url, timeout in (("refused", refused, 2.0), ("timeout", slow, 0.2)):
+                try:
+                    requests.get(f"{url}/orders/A-1", timeout=timeout)
+                except requests.RequestException as exc:
+                    seen.append((name, exc))
+
+            async def fetch() -> None:
+                async with aiohttp.ClientSession() as session:
+                    try:
+                        await session.get(f"{refused}/stock")
+                    except aiohttp.ClientError as exc:
+                        seen.append(("aiohttp refused", exc))
+
+            asyncio.run(fetch())
+            return seen
+
+        with Run("errors") as run, capture(run):
+            recorded = agent()
+        run.save(tmp_path / "bundle")
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay):
+        replayed = agent()
+    replay.check_complete()
+
+    assert [(n, type(e).__name__) for n, e in recorded] == [
+        ("refused", "ConnectionError"),
+        ("timeout", "ReadTimeout"),
+        ("aiohttp refused", "ClientConnectorError"),
+    ]
+    # the same exception classes, caught by the same except clauses
+    assert [type(e).__name__ for _, e in replayed] == [type(e).__name__ for _, e in recorded]
+    assert isinstance(replayed[0][1], requests.ConnectionError)
+    assert isinstance(replayed[1][1], requests.Timeout)
+    assert isinstance(replayed[2][1], aiohttp.ClientConnectorError)
+    facts = run.tool_calls
+    assert [f.tool for f in facts] == [
+        "GET 127.0.0.1/orders/A-1",
+        "GET 127.0.0.1/orders/A-1",
+        "GET 127.0.0.1/stock",
+    ]
+    assert all(f.result is None and f.error is not None for f in facts)
+    assert facts[1].error is not None and "timed out" in facts[1].error.message.lower()
+    assert facts[2].error is not None
+    assert facts[2].error.type == "aiohttp.client_exceptions.ClientConnectorError"
