@@ -648,14 +648,23 @@ class Run:
                     f"node {node!r} ordinal {ordinal}: live response differs from the recording"
                 )
 
-    def _append_served(self, recorded: Any) -> None:
-        """Record a call answered from the bundle: a reference to the recorded fact."""
+    def _append_served(
+        self, recorded: Any, *, kind: str = "", node: str = "", source_seq: int = 0
+    ) -> None:
+        """Record a call answered from the bundle: a reference to the recorded fact.
+
+        The recorded fact, or its ``kind``, ``node`` and ``source_seq`` (its ``seq``)
+        when the caller has them without reading it.
+        """
+        if recorded is not None:
+            kind, node, source_seq = recorded.kind, recorded.node, recorded.seq
         trace_id, span_id = _trace_ids()
         with self._lock:
             seq = len(self._facts) + 1
             fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
-            fields.update(self._patches.pop(recorded.seq, {}))
-            self._facts.append(_Served(recorded, self._replayed_facts(), fields))
+            fields.update(self._patches.pop(source_seq, {}))
+            served = _Served(kind, node, source_seq, self._replayed_facts(), fields)
+            self._facts.append(served)
 
     def _replayed_facts(self) -> Sequence[Any]:
         return self.index.facts if self.index is not None else ()
@@ -1121,6 +1130,30 @@ class Run:
         """Append a call answered from the bundle: ``recorded`` is what :meth:`serve` gave."""
         self._append_served(recorded)
 
+    def serve_exact(self, node: str, ordinal: int) -> str | None:
+        """Serve the call recorded at ``(node, ordinal)`` by its stored HTTP exchange.
+
+        For a capture layer that has checked that the request is byte for byte the
+        recorded one (so its digest is the recorded digest, unread): the call is taken
+        and appended as served, without reading its fact. Returns the exchange's ref,
+        or ``None`` (nothing taken) when there is no such unserved captured call.
+        """
+        index = self.index
+        if index is None or self.mode not in ("replay", "new"):
+            return None
+        key = (node, ordinal)
+        entry = index.calls.get(key)
+        ref = index.exchanges.get(key)
+        if entry is None or ref is None or key in index.consumed:
+            return None
+        index.consumed.add(key)
+        self._append_served(None, kind=entry[0], node=node, source_seq=entry[2])
+        return ref
+
+    def exchange_ref(self, node: str, ordinal: int) -> str | None:
+        """The stored HTTP exchange of the call recorded at ``(node, ordinal)``, if any."""
+        return self.index.exchanges.get((node, ordinal)) if self.index is not None else None
+
     def add_blob(self, data: bytes, *, scrubbed: bool = False) -> str:
         """Keep ``data`` as a content-addressed blob of this run; returns its digest.
 
@@ -1203,11 +1236,13 @@ class _Served:
 
     __slots__ = ("fields", "kind", "node", "seq", "source", "source_seq")
 
-    def __init__(self, recorded: Any, source: Sequence[Any], fields: dict[str, Any]) -> None:
-        self.kind: str = recorded.kind
-        self.node: str = recorded.node
+    def __init__(
+        self, kind: str, node: str, source_seq: int, source: Sequence[Any], fields: dict[str, Any]
+    ) -> None:
+        self.kind = kind
+        self.node = node
         self.seq: int = fields["seq"]
-        self.source_seq: int = recorded.seq
+        self.source_seq = source_seq
         self.source = source
         self.fields = {**fields, "duration_ms": 0.0}
 

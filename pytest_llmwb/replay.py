@@ -91,6 +91,8 @@ class ReplayIndex:
     #: and its drift kept in :attr:`drifts`, instead of raising.
     lenient: bool = False
     drifts: list[ReplayDriftError] = field(default_factory=list)
+    #: The stored HTTP exchange of each captured call, by ``(node, ordinal)``.
+    exchanges: dict[tuple[str, int], str] = field(default_factory=dict)
     _by_digest: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _per_node: dict[str, int] = field(default_factory=dict)
 
@@ -109,6 +111,9 @@ class ReplayIndex:
         if isinstance(fact, (ModelIOFact, ToolCallFact, GateFact)):
             request_digest = call_digest(fact)
             self.calls[(fact.node, fact.ordinal)] = (fact.kind, request_digest, fact.seq)
+            exchange = getattr(fact, "exchange", None)
+            if exchange is not None:
+                self.exchanges[(fact.node, fact.ordinal)] = exchange
             self._by_digest.setdefault((fact.node, request_digest), []).append(fact.ordinal)
             self._per_node[fact.node] = self._per_node.get(fact.node, 0) + 1
 

@@ -412,7 +412,7 @@ class CaptureSession:
             with self._lock:
                 self._pending.add(call)
             return call
-        if run.mode in ("replay", "new") and self._fast(call, body):
+        if self._fast(call, body):
             return call
         self._request(call, headers, body)
         try:
@@ -463,29 +463,26 @@ class CaptureSession:
         """Serve a request whose bytes are exactly the recorded ones, without parsing it.
 
         The recorded request is stored scrubbed and normalized from those same bytes,
-        so equal bytes (and method and URL) mean an equal digest. The recorded call is
-        taken at its recorded digest (the one read of its fact), then given back when
-        the bytes differ, for the full check.
+        so equal bytes (and method and URL) mean an equal digest: the call is served
+        without reading its recorded fact or computing a digest.
         """
-        index = self.run.index
-        assert index is not None
-        key = (call.node, call.ordinal)
-        entry = index.calls.get(key)
-        if entry is None or entry[0] not in ("model_io", "tool_call") or key in index.consumed:
+        run = self.run
+        ref = run.exchange_ref(call.node, call.ordinal) if run.mode in ("replay", "new") else None
+        if ref is None:
             return False
-        served = self.run.serve(call.node, call.ordinal, entry[0], entry[1], None)
-        ref = getattr(served, "exchange", None)
-        if ref is not None:
-            exchange = self.exchange(ref)
-            if (
-                exchange.request_body == body
-                and exchange.method == call.method
-                and exchange.url == call.url
-            ):
-                self._serve(call, served, exchange)
-                return True
-        index.consumed.discard(key)
-        return False
+        exchange = self.exchange(ref)
+        if (
+            exchange.request_body != body
+            or exchange.method != call.method
+            or exchange.url != call.url
+            or run.serve_exact(call.node, call.ordinal) is None
+        ):
+            return False
+        call.served = exchange
+        if self.config.replay_timing and run.index is not None:
+            recorded = run.index.recorded(call.node, call.ordinal)
+            call.timing = getattr(recorded, "timing", None)
+        return True
 
     def _serve(self, call: Call, recorded: Any, exchange: Exchange | None = None) -> None:
         __tracebackhide__ = True
