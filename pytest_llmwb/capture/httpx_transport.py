@@ -36,8 +36,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..exceptions import ReplayStreamError
-from .session import Call, active_session, forwarding, rebuild_error
+from .session import (
+    Call,
+    active_session,
+    end_of_replay,
+    forwarding,
+    rebuild_error,
+    replay_pace,
+)
 
 __all__ = ["installed"]
 
@@ -182,14 +188,14 @@ def _streams(hx: Any) -> tuple[type, type, type, type]:
             call = self._call
             served = call.served
             assert served is not None
-            pace = _pace(call)
+            pace = replay_pace(call)
             previous = pace[0] if pace else 0.0
             for i, chunk in enumerate(served.chunks):
                 if pace and i + 1 < len(pace):
                     time.sleep(max(0.0, pace[i + 1] - previous))
                     previous = pace[i + 1]
                 yield chunk
-            _tail(hx, call)
+            end_of_replay(call, hx)
 
         def close(self) -> None:
             pass
@@ -202,7 +208,7 @@ def _streams(hx: Any) -> tuple[type, type, type, type]:
             call = self._call
             served = call.served
             assert served is not None
-            pace = _pace(call)
+            pace = replay_pace(call)
             previous = pace[0] if pace else 0.0
             for i, chunk in enumerate(served.chunks):
                 if pace and i + 1 < len(pace):
@@ -211,7 +217,7 @@ def _streams(hx: Any) -> tuple[type, type, type, type]:
                     await anyio.sleep(max(0.0, pace[i + 1] - previous))
                     previous = pace[i + 1]
                 yield chunk
-            _tail(hx, call)
+            end_of_replay(call, hx)
 
         async def aclose(self) -> None:
             pass
@@ -225,30 +231,6 @@ def _is_cancellation(exc: BaseException) -> bool:
     import asyncio
 
     return isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "Cancelled"
-
-
-def _pace(call: Call) -> list[float] | None:
-    if not call.session.config.replay_timing or not call.timing:
-        return None
-    return call.timing
-
-
-def _tail(hx: Any, call: Call) -> None:
-    """End a replayed body the way the recorded one ended."""
-    __tracebackhide__ = True
-    served = call.served
-    assert served is not None
-    if served.end == "eof" or served.complete:
-        return
-    if served.end == "error" and served.error is not None:
-        raise rebuild_error(served.error[0], served.error[1], hx)
-    size = sum(len(c) for c in served.chunks)
-    raise ReplayStreamError(
-        f"{call.where} (node {call.node!r}, ordinal {call.ordinal}): the replayed caller "
-        f"read past byte {size} of the response, where the recorded caller stopped "
-        "reading; the code now consumes more of the stream than when it was recorded",
-        fix=call.session.record_command,
-    )
 
 
 def _replayed(hx: Any, call: Call, stream_class: type) -> Any:

@@ -43,6 +43,7 @@ from ..exceptions import (
     BundleCorruptError,
     CaptureWarning,
     LiveCallBlockedError,
+    ReplayStreamError,
     SecretFoundError,
     UnexpectedCallError,
 )
@@ -305,6 +306,9 @@ class CaptureSession:
 
                 # httpx first: vcr remembers what it finds on import (see httpx_transport)
                 stack.enter_context(httpx_transport.installed())
+                from . import urllib3_transport
+
+                stack.enter_context(urllib3_transport.installed())
                 from . import vcr_cassette
 
                 stack.enter_context(vcr_cassette.installed(self))
@@ -826,6 +830,36 @@ class CaptureSession:
         )
 
 
+def replay_pace(call: Call) -> list[float] | None:
+    """The recorded times (headers, then each chunk) to replay at, or ``None``: at once."""
+    if not call.session.config.replay_timing or not call.timing:
+        return None
+    return call.timing
+
+
+def end_of_replay(call: Call, *modules: Any) -> None:
+    """End a replayed body the way the recorded one ended (a transport reads past it).
+
+    At EOF, or for a closed stream the provider had ended, this returns; a recorded
+    transport error is raised again (its class looked up in ``modules`` first); a caller
+    that reads past where the recorded caller stopped gets :class:`ReplayStreamError`.
+    """
+    __tracebackhide__ = True
+    served = call.served
+    assert served is not None
+    if served.end == "eof" or served.complete:
+        return
+    if served.end == "error" and served.error is not None:
+        raise rebuild_error(served.error[0], served.error[1], *modules)
+    size = sum(len(c) for c in served.chunks)
+    raise ReplayStreamError(
+        f"{call.where} (node {call.node!r}, ordinal {call.ordinal}): the replayed caller "
+        f"read past byte {size} of the response, where the recorded caller stopped "
+        "reading; the code now consumes more of the stream than when it was recorded",
+        fix=call.session.record_command,
+    )
+
+
 def rebuild_error(type_name: str, message: str, *modules: Any) -> BaseException:
     """The recorded transport exception, rebuilt, else a ``RecordedCallError``.
 
@@ -835,7 +869,7 @@ def rebuild_error(type_name: str, message: str, *modules: Any) -> BaseException:
     from ..exceptions import RecordedCallError
 
     module_name, _, name = type_name.rpartition(".")
-    candidates = [getattr(m, name, None) for m in modules]
+    candidates = [getattr(m, name, None) for m in modules if m is not None]
     with suppress(Exception):
         candidates.append(getattr(importlib.import_module(module_name), name, None))
     for cls in candidates:

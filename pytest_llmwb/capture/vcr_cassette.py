@@ -1,4 +1,4 @@
-"""Capture for requests, urllib3, http.client (urllib), aiohttp and boto3, through vcrpy.
+"""Capture for http.client (urllib), aiohttp and boto3 through vcrpy (and urllib3 1.26).
 
 vcrpy patches these clients and asks its cassette, for each request, whether it can
 play a response, and hands it each live response to record. :class:`BundleCassette`
@@ -7,10 +7,11 @@ session's O(1) ``(node, ordinal)`` + digest check, every recorded response becom
 fact and a blob of the bundle, and misses raise our own errors rather than
 ``CannotOverwriteExistingCassetteException``.
 
-vcrpy's httpx and httpx2 patchers are skipped: :mod:`.httpx_transport` handles those
-clients without buffering streams. These clients are buffered by vcrpy (a streamed
-body is read whole before the caller sees it); their exchanges are stored and replayed
-the same way as httpx ones.
+vcrpy's httpx, httpx2, urllib3 and requests patchers are skipped: :mod:`.httpx_transport`
+and :mod:`.urllib3_transport` handle those clients without buffering streams (with
+urllib3 1.26, vcrpy's stubs still capture urllib3 and requests). The clients left to
+vcrpy are buffered by it (a streamed body is read whole before the caller sees it);
+their exchanges are stored and replayed the same way as the others.
 
 A transport error (connection refused, a timeout, a dropped connection) never reaches
 a vcrpy cassette, so the connection stubs and the aiohttp request are wrapped to hand
@@ -34,6 +35,7 @@ from vcr.record_mode import RecordMode
 from vcr.stubs import VCRConnection
 
 from .session import Call, is_forwarded, rebuild_error
+from .urllib3_transport import handles_urllib3
 
 if TYPE_CHECKING:
     from .session import CaptureSession
@@ -221,6 +223,12 @@ class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
 
     def _httpx2(self) -> tuple[()]:
         return ()
+
+    def _urllib3(self) -> Any:
+        return () if handles_urllib3() else super()._urllib3()
+
+    def _requests(self) -> Any:
+        return () if handles_urllib3() else super()._requests()
 
     def _build_cassette_subclass(self, base_class: type) -> type:
         """The connection stub vcrpy makes for the cassette, told of transport errors."""
