@@ -25,6 +25,7 @@ import contextvars
 import importlib
 import ipaddress
 import re
+import sys
 import threading
 import time
 import warnings
@@ -246,7 +247,7 @@ class Call:
 
     def chunk(self, data: bytes) -> None:
         """A piece of the live response body arrived (passed on to the caller as is)."""
-        if data:
+        if data and not self.done:  # what comes after the end is not the call's
             self.raw.append(bytes(data))
             self.arrivals.append((time.perf_counter() - self.started, len(data)))
 
@@ -336,9 +337,14 @@ class CaptureSession:
             if self in _stack:
                 _stack.remove(self)
         try:
-            for call in list(self._pending):
+            pending = set(self._pending)
+            for call in pending:
                 # a response the caller never closed: record what it had received
                 call.finish("closed")
+            if pending and "pytest_llmwb.capture.aiohttp_stream" in sys.modules:
+                from .aiohttp_stream import forget
+
+                forget(pending)
             self.build()
         finally:
             if self._stack is not None:

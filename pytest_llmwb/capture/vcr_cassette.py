@@ -9,9 +9,10 @@ fact and a blob of the bundle, and misses raise our own errors rather than
 
 vcrpy's httpx, httpx2, urllib3 and requests patchers are skipped: :mod:`.httpx_transport`
 and :mod:`.urllib3_transport` handle those clients without buffering streams (with
-urllib3 1.26, vcrpy's stubs still capture urllib3 and requests). The clients left to
-vcrpy are buffered by it (a streamed body is read whole before the caller sees it);
-their exchanges are stored and replayed the same way as the others.
+urllib3 1.26, vcrpy's stubs still capture urllib3 and requests). aiohttp stays on
+vcrpy's patch, with the bodies streamed by :mod:`.aiohttp_stream`. The other clients
+left to vcrpy are buffered by it (a streamed body is read whole before the caller sees
+it); their exchanges are stored and replayed the same way as the others.
 
 A transport error (connection refused, a timeout, a dropped connection) never reaches
 a vcrpy cassette, so the connection stubs and the aiohttp request are wrapped to hand
@@ -22,8 +23,11 @@ aiohttp) turns it into the same exception the caller saw live.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import importlib.util
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
     from .session import CaptureSession
 
 __all__ = ["BundleCassette", "installed"]
+
+# the call whose recorded response vcrpy is playing in this task (aiohttp)
+_played: contextvars.ContextVar[Call | None] = contextvars.ContextVar("llmwb_played", default=None)
 
 
 def _body(request: Any) -> bytes:
@@ -111,6 +118,7 @@ class BundleCassette(Cassette):  # type: ignore[misc]
             self._calls.pop(id(request), None)
         assert call is not None and call.served is not None
         served = call.served
+        _played.set(call)
         if served.status is None:
             error = served.error or ("builtins.ConnectionError", "connection failed")
             raise rebuild_error(error[0], error[1])
@@ -134,6 +142,25 @@ class BundleCassette(Cassette):  # type: ignore[misc]
 
     def append(self, request: Any, response: Any) -> None:
         """Record the live response to ``request``."""
+        call = self.live_call(request)
+        if call is None:
+            return
+        status = response.get("status", {})
+        headers: list[tuple[str, str]] = []
+        for name, values in (response.get("headers") or {}).items():
+            for value in values if isinstance(values, list) else [values]:
+                headers.append((str(name), str(value)))
+        call.headers(
+            int(status.get("code", 0)), str(status.get("message", "")), headers, decoded=True
+        )
+        body = (response.get("body") or {}).get("string", b"")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        call.chunk(body or b"")
+        call.finish("eof")
+
+    def live_call(self, request: Any) -> Call | None:
+        """The live call that ``request`` (whose response came) is, taken off the waiters."""
         with self._lock:
             entry = self._calls.pop(id(request), None)
         call = entry[1] if entry is not None and entry[0] is request else None
@@ -151,23 +178,11 @@ class BundleCassette(Cassette):  # type: ignore[misc]
                 with self._lock:
                     self._calls.pop(id(request), None)
         if call is None or call.served is not None:
-            return
+            return None
         with self._lock:
             if call in self._waiting:
                 self._waiting.remove(call)
-        status = response.get("status", {})
-        headers: list[tuple[str, str]] = []
-        for name, values in (response.get("headers") or {}).items():
-            for value in values if isinstance(values, list) else [values]:
-                headers.append((str(name), str(value)))
-        call.headers(
-            int(status.get("code", 0)), str(status.get("message", "")), headers, decoded=True
-        )
-        body = (response.get("body") or {}).get("string", b"")
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        call.chunk(body or b"")
-        call.finish("eof")
+        return call
 
     def failed(self, request: Any, error: Exception) -> None:
         """The live ``request`` failed in the transport: record the error."""
@@ -261,11 +276,20 @@ class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
                 session: Any, method: str, url: Any, _inner: Any = inner, **kwargs: Any
             ) -> Any:
                 __tracebackhide__ = True
+                token = _played.set(None)
                 try:
-                    return await _inner(session, method, url, **kwargs)
+                    response = await _inner(session, method, url, **kwargs)
+                    played = _played.get()
                 except Exception as exc:
                     cassette.failed_request(method, str(url), exc)
                     raise
+                finally:
+                    _played.reset(token)
+                if played is not None and played.served is not None:
+                    from .aiohttp_stream import replayed_body
+
+                    replayed_body(response, played)
+                return response
 
             patcher.new = new_request
             yield patcher
@@ -278,4 +302,8 @@ def installed(session: CaptureSession) -> Iterator[BundleCassette]:
     with ExitStack() as stack:
         for patcher in _PatcherBuilder(cassette).build():
             stack.enter_context(patcher)
+        if "aiohttp" in sys.modules or importlib.util.find_spec("aiohttp") is not None:
+            from . import aiohttp_stream
+
+            stack.enter_context(aiohttp_stream.record_response_patched(cassette))
         yield cassette
