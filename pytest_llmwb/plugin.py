@@ -456,7 +456,8 @@ def _finish(
         raise
     if writes:
         if passed:
-            run.save(path)
+            # `new` with nothing new leaves the bundle as it was (volatile.json too)
+            run.save(path, keep_unchanged=run_mode == "new")
             item.user_properties.append(("llmwb_written", str(path)))
         else:
             _keep_failed(item, run, path)

@@ -1182,8 +1182,12 @@ class Run:
         self._blobs[ref] = data
         return data
 
-    def save(self, path: str | Path) -> Any:
-        """Write the run as a bundle directory (atomically) and return the :class:`Bundle`."""
+    def save(self, path: str | Path, *, keep_unchanged: bool = False) -> Any:
+        """Write the run as a bundle directory (atomically) and return the :class:`Bundle`.
+
+        ``keep_unchanged`` leaves a bundle at ``path`` that already holds this run
+        (same DAG, facts and blobs) untouched, ``volatile.json`` included.
+        """
         __tracebackhide__ = True
         from .store import write_bundle
 
@@ -1199,6 +1203,7 @@ class Run:
             labels=self.labels,
             volatile_run={"started_at": self.started_at, "finished_at": _now(), "mode": self.mode},
             scrubber=self.scrubber,
+            keep_unchanged=keep_unchanged,
         )
 
 

@@ -252,6 +252,7 @@ def write_bundle(
     volatile_run: dict[str, Any] | None = None,
     blobs: dict[str, bytes] | None = None,
     scrubber: Scrubber | None = None,
+    keep_unchanged: bool = False,
 ) -> Bundle:
     """Write a bundle directory atomically and return it.
 
@@ -264,6 +265,10 @@ def write_bundle(
     scanned with ``scrubber`` (default: the built-in rules) before anything is written.
     A strict scrubber refuses to write (:class:`SecretFoundError` naming file and
     field); otherwise what upstream scrubbing missed is replaced by its placeholder.
+
+    With ``keep_unchanged``, a bundle already at ``path`` whose manifest is the one this
+    write would produce (same DAG, facts, blobs, labels and producer) is left as it is,
+    ``volatile.json`` included: nothing new to record, nothing to show in a diff.
     """
     __tracebackhide__ = True
     from .scrub import default_scrubber
@@ -286,6 +291,16 @@ def write_bundle(
         blobs=sorted(blobs),
         labels=labels or {},
     )
+    manifest_bytes = dumps_pretty(manifest.model_dump(mode="json"))
+    if keep_unchanged and _unchanged(target, manifest_bytes, blobs):
+        return Bundle(
+            manifest=manifest,
+            dag=dag,
+            facts=list(facts),
+            path=target,
+            volatile=volatile,
+            blobs=blobs,
+        )
     staged = target.with_name(f".{target.name}.llmwb-tmp-{uuid.uuid4().hex[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +313,7 @@ def write_bundle(
                 (staged / BLOBS).mkdir()
                 for ref, data in blobs.items():
                     _write_file(staged / BLOBS / ref.removeprefix("sha256:"), data)
-            _write_file(staged / MANIFEST, dumps_pretty(manifest.model_dump(mode="json")))
+            _write_file(staged / MANIFEST, manifest_bytes)
             _replace_dir(staged, target)
         finally:
             if staged.exists():
@@ -317,6 +332,16 @@ def write_bundle(
     return Bundle(
         manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile, blobs=blobs
     )
+
+
+def _unchanged(target: Path, manifest_bytes: bytes, blobs: dict[str, bytes]) -> bool:
+    """Whether the bundle at ``target`` already holds what ``manifest_bytes`` describes."""
+    try:
+        if (target / MANIFEST).read_bytes() != manifest_bytes:
+            return False
+    except OSError:
+        return False
+    return all((target / BLOBS / ref.removeprefix("sha256:")).is_file() for ref in blobs)
 
 
 # --- reading ---------------------------------------------------------------------------

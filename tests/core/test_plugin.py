@@ -155,6 +155,17 @@ def test_orders(llmwb):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_new_with_nothing_new_leaves_the_bundle_untouched(
+    pytester: pytest.Pytester, agent: Agent, snapshot_tree: Tree
+) -> None:
+    bundles = _record_flow(pytester, agent)
+    before = snapshot_tree(bundles)
+    agent.offline()  # every call is served: nothing can run live
+    result = pytester.runpytest("--llmwb-mode=new")
+    result.assert_outcomes(passed=1)
+    assert snapshot_tree(bundles) == before  # volatile.json included
+
+
 def test_verify_calls_live_and_writes_nothing(
     pytester: pytest.Pytester, agent: Agent, snapshot_tree: Tree
 ) -> None:
