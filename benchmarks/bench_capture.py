@@ -392,44 +392,41 @@ def run(quick: bool) -> BenchResult:
         )
     overhead = data["overhead"]
     batch = overhead["batch"]
-    on = [s / batch * 1e3 for s in overhead["samples"]["on"]]
-    off = [s / batch * 1e3 for s in overhead["samples"]["off"]]
+    per_call = {k: [s / batch * 1e3 for s in v] for k, v in overhead["samples"].items()}
     scrub_ms = overhead["scrub_s_per_batch"] / batch * 1e3
-    result.rows.append(
-        Row(
-            bench=NAME,
-            metric="record mode: SDK call to the loopback server, capture on vs off",
-            figure=median(on),
-            unit="ms/call",
-            baseline_name="capture off",
-            baseline=median(off),
-            baseline_unit="ms/call",
-            ratio=median(paired_ratios(overhead["samples"]["on"], overhead["samples"]["off"])),
-            goal=1.10,
-            note="while the call is in flight: the request and response bytes are copied, "
+    for key, metric, goal, note in (
+        (
+            "on",
+            "record mode: SDK call to the loopback server, capture on vs off",
+            1.10,
+            "while the call is in flight: the request and response bytes are copied, "
             "the node, ordinal and trace ids taken",
-        )
-    )
-    whole = [s / batch * 1e3 for s in overhead["samples"]["on_whole"]]
-    result.rows.append(
-        Row(
-            bench=NAME,
-            metric="record mode, whole capture incl. building the receipts at its end",
-            figure=median(whole),
-            unit="ms/call",
-            baseline_name="capture off",
-            baseline=median(off),
-            baseline_unit="ms/call",
-            ratio=median(
-                paired_ratios(overhead["samples"]["on_whole"], overhead["samples"]["off"])
-            ),
-            note=f"parse, scrub, digest, price and store each exchange; of which scrubbing: "
+        ),
+        (
+            "on_whole",
+            "record mode, whole capture incl. building the receipts at its end",
+            None,
+            "parse, scrub, digest, price and store each exchange; of which scrubbing: "
             f"{scrub_ms:.3f} ms/call",
+        ),
+    ):
+        result.rows.append(
+            Row(
+                bench=NAME,
+                metric=metric,
+                figure=median(per_call[key]),
+                unit="ms/call",
+                baseline_name="capture off",
+                baseline=median(per_call["off"]),
+                baseline_unit="ms/call",
+                ratio=median(paired_ratios(per_call[key], per_call["off"])),
+                goal=goal,
+                note=note,
+            )
         )
-    )
     result.details["summary"] = {
         "replay_s": {name: stats_summary(values) for name, values in samples.items()},
-        "record_ms_per_call": {"on": stats_summary(on), "off": stats_summary(off)},
+        "record_ms_per_call": {name: stats_summary(v) for name, v in per_call.items()},
         "scrub_ms_per_call": scrub_ms,
     }
     return result

@@ -292,15 +292,11 @@ def write_bundle(
         labels=labels or {},
     )
     manifest_bytes = dumps_pretty(manifest.model_dump(mode="json"))
+    bundle = Bundle(
+        manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile, blobs=blobs
+    )
     if keep_unchanged and _unchanged(target, manifest_bytes, blobs):
-        return Bundle(
-            manifest=manifest,
-            dag=dag,
-            facts=list(facts),
-            path=target,
-            volatile=volatile,
-            blobs=blobs,
-        )
+        return bundle
     staged = target.with_name(f".{target.name}.llmwb-tmp-{uuid.uuid4().hex[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -329,9 +325,7 @@ def write_bundle(
                 "elsewhere with --llmwb-bundle-dir DIR or the llmwb_bundle_dir ini key"
             ),
         ) from exc
-    return Bundle(
-        manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile, blobs=blobs
-    )
+    return bundle
 
 
 def _unchanged(target: Path, manifest_bytes: bytes, blobs: dict[str, bytes]) -> bool:

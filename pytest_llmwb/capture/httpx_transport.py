@@ -30,14 +30,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from .session import (
     Call,
+    SharedPatch,
     active_session,
     end_of_replay,
     forwarding,
@@ -53,8 +52,6 @@ _VENDORED = (
     "httpx_aiohttp.transport",
 )
 
-_lock = threading.Lock()
-_depth = 0
 # (class, attribute) -> (original, ours)
 _wrappers: dict[tuple[type, str], tuple[Any, Any]] = {}
 _stream_classes: dict[int, tuple[type, type, type, type]] = {}
@@ -86,23 +83,6 @@ def _targets() -> list[tuple[Any, type, str, bool]]:
     return found
 
 
-@contextmanager
-def installed() -> Iterator[None]:
-    """Patch the httpx/httpx2 transports while the block runs (nested blocks share it)."""
-    global _depth
-    with _lock:
-        if _depth == 0:
-            _install()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _uninstall()
-
-
 def _install() -> None:
     for hx, cls, attr, is_async in _targets():
         key = (cls, attr)
@@ -123,6 +103,10 @@ def _uninstall() -> None:
     for (cls, attr), (original, ours) in _wrappers.items():
         if cls.__dict__.get(attr) is ours:  # leave alone what someone wrapped over ours
             setattr(cls, attr, original)
+
+
+#: Patch the httpx/httpx2 transports while the block runs (nested blocks share it).
+installed = SharedPatch(_install, _uninstall).installed
 
 
 def _streams(hx: Any) -> tuple[type, type, type, type]:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,6 +73,35 @@ _UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
 _MULTIPART = re.compile(r"multipart/[\w-]+;.*boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 #: Response headers kept on top of the scrubber's allowlist: replay needs them.
 _RESPONSE_HEADERS = frozenset({"location", "content-type"})
+
+
+class SharedPatch:
+    """A patch that nested capture sessions share: the first applies it, the last undoes it.
+
+    ``install`` and ``uninstall`` run under a lock; ``installed()`` is the context
+    manager a session enters.
+    """
+
+    def __init__(self, install: Callable[[], None], uninstall: Callable[[], None]) -> None:
+        self._install = install
+        self._uninstall = uninstall
+        self._lock = threading.Lock()
+        self._depth = 0
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Apply the patch while the block runs."""
+        with self._lock:
+            if self._depth == 0:
+                self._install()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._uninstall()
 
 
 def active_session() -> CaptureSession | None:

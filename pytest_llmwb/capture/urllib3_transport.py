@@ -22,18 +22,22 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from typing import Any
 
-from .session import Call, active_session, end_of_replay, forwarding, is_forwarded, replay_pace
+from .session import (
+    Call,
+    SharedPatch,
+    active_session,
+    end_of_replay,
+    forwarding,
+    is_forwarded,
+    replay_pace,
+)
 
 __all__ = ["handles_urllib3", "installed"]
 
-_lock = threading.Lock()
-_depth = 0
 _installed: tuple[type, Any, Any] | None = None  # (pool class, original, ours)
 
 
@@ -46,25 +50,10 @@ def handles_urllib3() -> bool:
     return int(str(getattr(urllib3, "__version__", "0")).split(".", 1)[0]) >= 2
 
 
-@contextmanager
-def installed() -> Iterator[None]:
-    """Patch urllib3's pools while the block runs (nested blocks share it)."""
-    global _depth
-    with _lock:
-        if _depth == 0 and handles_urllib3():
-            _install()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _uninstall()
-
-
 def _install() -> None:
     global _installed
+    if not handles_urllib3():
+        return
     from urllib3.connectionpool import HTTPConnectionPool
 
     pool: Any = HTTPConnectionPool
@@ -85,6 +74,10 @@ def _uninstall() -> None:
         original, ours = _installed[1], _installed[2]
         if pool.__dict__.get("_make_request") is ours:
             pool._make_request = original
+
+
+#: Patch urllib3's pools while the block runs (nested blocks share it).
+installed = SharedPatch(_install, _uninstall).installed
 
 
 def _make_wrapper(original: Any) -> Any:
