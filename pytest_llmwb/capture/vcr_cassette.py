@@ -200,9 +200,10 @@ class BundleCassette(Cassette):  # type: ignore[misc]
                 (c for c in reversed(self._waiting) if c.method == method and c.url == stored),
                 None,
             )
-            for key, (_, known) in list(self._calls.items()):
-                if known is call:
-                    del self._calls[key]
+            if call is not None:
+                for key, (_, known) in list(self._calls.items()):
+                    if known is call:
+                        del self._calls[key]
         self._fail(call, error)
 
     def _fail(self, call: Call | None, error: Exception) -> None:
