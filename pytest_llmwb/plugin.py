@@ -343,8 +343,11 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         run.declare(marker["dag"])
     with run, _capture(item, marker, run) as capture:
         yield run
-    _finish(item, run, mode, run_mode, path, marker)
-    _check_capture(item, capture)
+    try:
+        _check_swallowed(item, run, capture)
+        _finish(item, run, mode, run_mode, path, marker)
+    finally:
+        capture.emit_warnings(stacklevel=2)
 
 
 def _scrubber(config: pytest.Config) -> Any:
@@ -416,13 +419,20 @@ def _capture(item: pytest.Item, marker: dict[str, Any], run: Run) -> Any:
     return capture(run, settings, record_command=run.record_command)
 
 
-def _check_capture(item: pytest.Item, capture: Any) -> None:
-    """Issue capture warnings; fail a passed replay that swallowed a blocked network access."""
+def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
+    """Fail a passed test whose replay raised an error that something caught.
+
+    A blocked network access first, then drift (a changed request, an extra call, a
+    stream read too far): checked before anything else after the test, so that the
+    cause is reported, not what follows from it (calls never made, a golden mismatch),
+    and no golden bundle is rewritten from such a run.
+    """
     __tracebackhide__ = True
-    capture.emit_warnings(stacklevel=2)
     report = item.stash.get(_report_key, None)
+    if report is None or not report.passed:
+        return
     attempts = capture.blocked
-    if attempts and report is not None and report.passed:
+    if attempts:
         from .exceptions import LiveCallBlockedError
 
         raise LiveCallBlockedError(
@@ -432,6 +442,18 @@ def _check_capture(item: pytest.Item, capture: Any) -> None:
             fix=f"record the test ({capture.record_command}), or allow the host with "
             "@pytest.mark.llmwb(allow_hosts=[...])",
         )
+    raised = run.raised_drift
+    if raised:
+        original = raised[0]
+        more = f" (and {len(raised) - 1} more)" if len(raised) > 1 else ""
+        message = (
+            f"{item.nodeid} passed, but its replay drifted and something caught the "
+            f"error{more}:\n{original.message}"
+        )
+        # the same class and details (node, changes, fix), said of the test
+        restated = type(original).__new__(type(original), message)
+        restated.__dict__.update(original.__dict__, message=message)
+        raise restated from None
 
 
 def _finish(

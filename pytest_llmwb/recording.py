@@ -36,6 +36,7 @@ from .exceptions import (
     LlmwbError,
     NoActiveRunError,
     RecordedCallError,
+    ReplayDriftError,
     UndeclaredNodeError,
 )
 from .replay import ReplayIndex, nth, short
@@ -345,6 +346,11 @@ class Run:
     def drifts(self) -> list[Exception]:
         """Drift tolerated by lenient replay (DAG, order, request), in the order met."""
         return list(self.index.drifts) if self.index is not None else []
+
+    @property
+    def raised_drift(self) -> list[ReplayDriftError]:
+        """Drift errors this run raised to the host code (replay and verify), in order."""
+        return list(self.index.raised) if self.index is not None else []
 
     @property
     def replayed(self) -> Any:
@@ -803,12 +809,15 @@ class Run:
 
             err = exc.errors(include_url=False)[0]
             where = ".".join(map(str, err["loc"])) or "(the result)"
-            raise ResultTypeError(
+            error = ResultTypeError(
                 f"the recorded result of tool {recorded.tool!r} (node {node!r}, "
                 f"{nth(ordinal)}) no longer fits its return type {result_type!r}: "
                 f"{where}: {err['msg']}\n  bundle: {self._source()}",
                 fix=self._fix(),
-            ) from None
+            )
+            if self.index is not None:
+                self.index.raised.append(error)
+            raise error from None
 
     # -- artifacts and gates -------------------------------------------------------------------
 

@@ -460,7 +460,9 @@ class CaptureSession:
             if run.mode != "replay" or isinstance(exc, LiveCallBlockedError):
                 raise
             with self._lock:
-                self._blocked.append(call.where)
+                self._blocked.append(call.where)  # reported as a blocked request instead
+            if run.index is not None and exc in run.index.raised:
+                run.index.raised.remove(exc)
             raise LiveCallBlockedError(
                 f"replay blocked a live call: {call.where} has no recording in the bundle "
                 f"(node {call.node!r}, ordinal {call.ordinal})\n  {exc.message}",
@@ -887,12 +889,16 @@ def end_of_replay(call: Call, *modules: Any) -> None:
     if served.end == "error" and served.error is not None:
         raise rebuild_error(served.error[0], served.error[1], *modules)
     size = sum(len(c) for c in served.chunks)
-    raise ReplayStreamError(
+    error = ReplayStreamError(
         f"{call.where} (node {call.node!r}, ordinal {call.ordinal}): the replayed caller "
         f"read past byte {size} of the response, where the recorded caller stopped "
         "reading; the code now consumes more of the stream than when it was recorded",
         fix=call.session.record_command,
     )
+    index = call.session.run.index
+    if index is not None:
+        index.raised.append(error)
+    raise error
 
 
 def rebuild_error(type_name: str, message: str, *modules: Any) -> BaseException:

@@ -228,3 +228,89 @@ def test_strict_secrets_fail_a_captured_test_naming_the_call_and_write_nothing(
     )
     assert "A1b2C3d4A1b2" not in result.stdout.str()
     assert _bundle_bytes(bundle) == stored  # the bundle on disk is untouched
+
+
+SWALLOWING = """
+import os
+
+import openai
+import pytest
+import requests
+
+from pytest_llmwb.testing import ScriptedLLMServer
+
+PROMPT = "Where is A-1?"
+
+
+@pytest.fixture
+def base_url():
+    if os.environ.get("SERVE") == "1":
+        with ScriptedLLMServer(["It shipped."]) as server:
+            yield server.base_url
+    else:
+        yield "http://127.0.0.1:9"
+
+
+@pytest.mark.llmwb(allow_unused=ALLOW_UNUSED)
+def test_fallback(base_url):
+    try:  # an agent that falls back on any error hides the drift from its test
+        with openai.OpenAI(base_url=base_url + "/v1", api_key="sk-x", max_retries=0) as client:
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": PROMPT}]
+            )
+    except Exception as exc:
+        print("swallowed", type(exc).__name__)
+    if os.environ.get("PROBE") == "1":
+        try:
+            requests.get("https://example.com/", timeout=1)
+        except Exception:
+            pass
+"""
+
+
+@pytest.mark.parametrize("allow_unused", [False, True])
+def test_drift_the_test_swallowed_fails_it_naming_the_drift(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, allow_unused: bool
+) -> None:
+    source = SWALLOWING.replace("ALLOW_UNUSED", str(allow_unused))
+    project.makepyfile(test_fallback=source)
+    monkeypatch.setenv("SERVE", "1")
+    project.runpytest("-p", "no:xdist", "test_fallback.py", "--llmwb-record").assert_outcomes(
+        passed=1
+    )
+    monkeypatch.delenv("SERVE")
+    project.makepyfile(test_fallback=source.replace("Where is A-1?", "Where is B-2?"))
+    result = project.runpytest("-p", "no:xdist", "test_fallback.py")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PayloadDriftError: test_fallback.py::test_fallback passed, but its replay "
+            "drifted and something caught the error:*",
+            "*request drift at node 'openai.chat', 1st call (ordinal 0)*",
+            "*/messages/0/content: 'Where is A-1?' -> 'Where is B-2?'*",
+            "*fix: pytest --llmwb-record test_fallback.py::test_fallback*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*MissingCallsError*")
+
+
+def test_a_swallowed_blocked_call_is_reported_before_any_golden_check(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makepyfile(test_fallback=SWALLOWING.replace("ALLOW_UNUSED", "False"))
+    monkeypatch.setenv("SERVE", "1")
+    project.runpytest("-p", "no:xdist", "test_fallback.py", "--llmwb-record").assert_outcomes(
+        passed=1
+    )
+    monkeypatch.delenv("SERVE")
+    bundle = project.path / "llmwb_bundles" / "test_fallback" / "test_fallback"
+    before = _bundle_bytes(bundle)
+    monkeypatch.setenv("PROBE", "1")
+    for extra in ([], ["--snapshot-update"]):
+        result = project.runpytest("-p", "no:xdist", "test_fallback.py", *extra)
+        result.assert_outcomes(passed=1, errors=1)
+        result.stdout.fnmatch_lines(
+            ["*LiveCallBlockedError: *passed, but in replay it tried to reach the network*"]
+        )
+        result.stdout.no_fnmatch_line("*GoldenMismatchError*")
+        assert _bundle_bytes(bundle) == before  # not rewritten from a blocked replay
