@@ -348,6 +348,15 @@ class Run:
         return list(self.index.drifts) if self.index is not None else []
 
     @property
+    def live(self) -> bool:
+        """Whether calls can run live in this run: every mode but ``replay``.
+
+        A fixture that starts a provider or a service for a test asks this, so that
+        replay runs with nothing started.
+        """
+        return self.mode != "replay"
+
+    @property
     def raised_drift(self) -> list[ReplayDriftError]:
         """Drift errors this run raised to the host code (replay and verify), in order."""
         return list(self.index.raised) if self.index is not None else []

@@ -147,6 +147,17 @@ def test_decorators_record_then_replay_without_live_calls(tmp_path: Path) -> Non
     again.check_complete()
 
 
+def test_a_run_says_whether_calls_can_go_live(tmp_path: Path) -> None:
+    with Run("t") as run:
+        agent("refund?")
+    run.save(tmp_path / "b")
+    modes = {
+        mode: Run("t", mode=mode, replay=tmp_path / "b").live
+        for mode in ("replay", "new", "verify")
+    }
+    assert (run.live, modes) == (True, {"replay": False, "new": True, "verify": True})
+
+
 def test_async_decorators_record_then_replay(tmp_path: Path) -> None:
     async def main() -> tuple[ModelResponse, Order]:
         return await aagent()
