@@ -547,6 +547,19 @@ def _check_budget(item: pytest.Item, run: Run, marker: dict[str, Any]) -> None:
         except InvalidOperation:
             raise _config_error(item, f"has max_cost={max_cost!r}; use a number") from None
         spent = sum(summary.total.cost.values(), Decimal(0))
+        if summary.total.unpriced:
+            import warnings
+
+            from .exceptions import LlmwbWarning
+
+            warnings.warn(
+                LlmwbWarning(
+                    f"{item.nodeid}: max_cost={max_cost} sees only priced calls; "
+                    f"{summary.total.unpriced} model call(s) have no cost (a model no price "
+                    "table knows, or a response that reported no usage); see docs/pricing.md"
+                ),
+                stacklevel=2,
+            )
         if spent > limit:
             currencies = "/".join(sorted(summary.total.cost)) or "USD"
             over.append(f"{money(spent)} {currencies}, over max_cost={max_cost}")
@@ -572,6 +585,7 @@ def _summary(run: Run, mode: str) -> dict[str, Any]:
         "calls": run.count("model_io", "tool_call"),
         "tokens": summary.tokens,
         "cost": spent,
+        "unpriced": summary.total.unpriced,
         "gates": ", ".join(f"{g.gate_id}={g.decision}" for g in run.gates.values()),
     }
 
@@ -625,9 +639,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         shown = sorted(rows.items(), key=lambda kv: (kv[1]["tokens"], kv[0]), reverse=True)[:10]
         terminalreporter.write_line(f"{len(rows)} runs; the 10 that used most tokens (-v for all):")
     for nodeid, row in shown:
-        line = f"{nodeid}: {row['mode']}, {row['calls']} calls, {row['tokens']} tokens"
+        calls = row["calls"]
+        line = f"{nodeid}: {row['mode']}, {calls} call{'' if calls == 1 else 's'}"
+        line += f", {row['tokens']} tokens"
         if row["cost"]:
             line += f", {row['cost']}"
+        if row.get("unpriced"):
+            line += f" ({row['unpriced']} unpriced)"
         if row["gates"]:
             line += f"; gates {row['gates']}"
         terminalreporter.write_line(line)

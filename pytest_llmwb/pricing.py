@@ -410,9 +410,26 @@ def price(
     """The cost of one call: ``usage`` tokens of ``model`` at ``provider``, at time ``at``.
 
     ``table`` defaults to :func:`default_table`. Returns ``None`` when no table knows the
-    model: nothing is guessed. Call it when the call is recorded, never at replay.
+    model, or when the response reported no usage at all (an OpenAI stream without
+    ``stream_options={"include_usage": True}``): nothing is guessed, not even zero.
+    Call it when the call is recorded, never at replay.
     """
+    if not usage_reported(usage):
+        return None
     return (table if table is not None else default_table()).lookup(provider, model, usage, at=at)
+
+
+def usage_reported(usage: Usage) -> bool:
+    """Whether a response said what it used: a provider usage object, or any count."""
+    return bool(usage.raw) or any(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+            usage.reasoning_output_tokens,
+        )
+    )
 
 
 # --- pricing a recorded bundle again ----------------------------------------------------
@@ -462,14 +479,15 @@ def reprice_bundle(
         models = dict.fromkeys(m for m in (fact.response.model, fact.request.model) if m)
         new = None
         for model in models:
-            new = table.lookup(fact.provider, model, fact.usage, at=when)
+            new = price(fact.provider, model, fact.usage, table=table, at=when)
             if new is not None:
                 break
         label = f"  seq {fact.seq}  {fact.node}  {fact.provider}/{fact.request.model}: "
         old_costs.append(fact.cost)
         if new is None:
+            why = "not in the price table" if usage_reported(fact.usage) else "no usage reported"
             new_costs.append(fact.cost)
-            out.write(f"{label}{_describe(fact.cost)} (kept: not in the price table)\n")
+            out.write(f"{label}{_describe(fact.cost)} (kept: {why})\n")
             facts.append(fact)
             continue
         new_costs.append(new)

@@ -607,12 +607,12 @@ class Run:
 
     def _price(self, provider: str, req: ModelRequest, response: ModelResponse, at: str) -> Any:
         """The cost of a live call from the run's price table (``None`` when unknown)."""
-        from .pricing import default_table
+        from .pricing import default_table, price
 
         table = self._prices if self._prices is not None else default_table()
         when = datetime.fromisoformat(at)
         for model in dict.fromkeys(m for m in (response.model, req.model) if m):
-            cost = table.lookup(provider, model, response.usage, at=when)
+            cost = price(provider, model, response.usage, table=table, at=when)
             if cost is not None:
                 return cost
         return None

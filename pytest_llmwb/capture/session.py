@@ -777,6 +777,8 @@ class CaptureSession:
     def _price(self, provider: str, call: Call, response: ModelResponse, when: str) -> Any:
         """Price a live receipt with the run's price table (never in replay)."""
         assert call.model_request is not None
+        from ..pricing import price
+
         table = getattr(self.run, "prices", None)
         if table is None:
             return None
@@ -785,7 +787,7 @@ class CaptureSession:
             if (provider, model) in self._unpriced:
                 continue
             try:
-                cost = table.lookup(provider, model, response.usage, at=at)
+                cost = price(provider, model, response.usage, table=table, at=at)
             except Exception as exc:
                 self.warn(f"{call.where}: pricing {provider}/{model} failed ({exc})")
                 return None

@@ -217,3 +217,33 @@ def test_a_failed_record_is_kept_aside_even_without_the_cache_plugin(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*The partial run is kept for inspection at *llmwb-failed-*"])
     assert "AttributeError" not in result.stdout.str()
+
+
+def test_a_budget_warns_when_calls_it_checks_have_no_cost(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_u="""
+        import pytest
+        import pytest_llmwb as llmwb
+        from pytest_llmwb import ModelRequest, ModelResponse
+
+        @llmwb.model(provider="openai")
+        def ask(request: ModelRequest) -> ModelResponse:
+            return ModelResponse(model="gpt-4o", content="hi")  # no usage reported
+
+        @pytest.mark.llmwb(max_cost=1)
+        def test_u(llmwb):
+            ask(ModelRequest(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]))
+            assert llmwb.model_calls[0].cost is None  # not priced at 0: nothing is guessed
+        """
+    )
+    result = pytester.runpytest(
+        "--llmwb-record", "-p", "no:cacheprovider", "-W", "default::pytest_llmwb.LlmwbWarning"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*LlmwbWarning: test_u.py::test_u: max_cost=1 sees only priced calls; 1 model "
+            "call(s) have no cost*",
+            "*test_u.py::test_u: rewrite, 1 call, 0 tokens (1 unpriced)*",
+        ]
+    )
