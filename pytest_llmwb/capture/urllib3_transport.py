@@ -24,6 +24,7 @@ import inspect
 import sys
 import time
 from collections.abc import Callable, Generator
+from http.client import HTTPMessage
 from typing import Any
 
 from .session import (
@@ -32,13 +33,15 @@ from .session import (
     active_session,
     end_of_replay,
     forwarding,
+    host_allowed,
     is_forwarded,
     replay_pace,
 )
 
 __all__ = ["handles_urllib3", "installed"]
 
-_installed: tuple[type, Any, Any] | None = None  # (pool class, original, ours)
+# (pool class, attribute) -> (original, ours)
+_wrappers: dict[tuple[type, str], tuple[Any, Any]] = {}
 
 
 def handles_urllib3() -> bool:
@@ -51,29 +54,43 @@ def handles_urllib3() -> bool:
 
 
 def _install() -> None:
-    global _installed
     if not handles_urllib3():
         return
-    from urllib3.connectionpool import HTTPConnectionPool
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    pool: Any = HTTPConnectionPool
-    current = pool.__dict__["_make_request"]
-    if _installed is not None and current is _installed[2]:
-        return
-    if _installed is not None and _installed[1] is current:
-        ours = _installed[2]  # the same original: keep the same function (see httpx_transport)
-    else:
-        ours = _make_wrapper(current)
-    _installed = (pool, current, ours)
-    pool._make_request = ours
+    for cls, attr, make in (
+        (HTTPConnectionPool, "_make_request", _make_wrapper),
+        (HTTPSConnectionPool, "_prepare_proxy", _proxy_wrapper),
+    ):
+        current = cls.__dict__[attr]
+        entry = _wrappers.get((cls, attr))
+        if entry is not None and current is entry[1]:
+            continue
+        # the same original keeps the same function (see httpx_transport)
+        ours = entry[1] if entry is not None and entry[0] is current else make(current)
+        _wrappers[(cls, attr)] = (current, ours)
+        setattr(cls, attr, ours)
 
 
 def _uninstall() -> None:
-    if _installed is not None:
-        pool: Any = _installed[0]
-        original, ours = _installed[1], _installed[2]
-        if pool.__dict__.get("_make_request") is ours:
-            pool._make_request = original
+    for (cls, attr), (original, ours) in _wrappers.items():
+        if cls.__dict__.get(attr) is ours:
+            setattr(cls, attr, original)
+
+
+def _proxy_wrapper(original: Any) -> Any:
+    def _prepare_proxy(pool: Any, conn: Any) -> Any:
+        """In replay no tunnel is opened: the bundle answers, or the request is blocked."""
+        session = active_session()
+        if (
+            session is not None
+            and session.run.mode == "replay"
+            and not host_allowed(str(pool.host), pool.port, session.config.allow_hosts)
+        ):
+            return None
+        return original(pool, conn)
+
+    return _prepare_proxy
 
 
 #: Patch urllib3's pools while the block runs (nested blocks share it).
@@ -96,12 +113,16 @@ def _make_wrapper(original: Any) -> Any:
         body, data = _materialized(options.get("body"))
         options["body"] = body
         headers = options.get("headers") or {}
-        full_url = url if "://" in url else f"{pool.scheme}://{_netloc(pool)}{url}"
+        absolute = url.startswith(("http://", "https://"))
+        full_url = url if absolute else f"{pool.scheme}://{_netloc(pool)}{url}"
         call = session.begin(method, full_url, list(headers.items()), data)
         if call is None:
             return original(*bound.args, **bound.kwargs)
         if call.served is not None:
-            return _replayed(call, method, full_url, options)
+            response = _replayed(call, method, full_url, options)
+            response._connection = options.get("response_conn")  # as _make_request does
+            response._pool = pool
+            return response
         try:
             with forwarding():
                 response = original(*bound.args, **bound.kwargs)
@@ -253,10 +274,15 @@ class _Recorder:
 class _RecordedBody:
     """The recorded response body as a file: each read returns at most one chunk."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, method: str) -> None:
         served = call.served
         assert served is not None
         self.call = call
+        # what urllib3 and requests read of http.client's response
+        self._method = method
+        self.msg = HTTPMessage()
+        for name, value in served.response_headers:
+            self.msg[name] = value
         self.chunks = list(reversed(served.chunks))
         self.pace = replay_pace(call)
         self.index = 0
@@ -347,8 +373,10 @@ def _replayed(call: Call, method: str, url: str, options: dict[str, Any]) -> Any
     headers = HTTPHeaderDict()
     for name, value in served.response_headers:
         headers.add(name, value)
+    body = _RecordedBody(call, method)
     return _response_class(HTTPResponse)(
-        body=_RecordedBody(call),
+        body=body,
+        original_response=body,  # closed at the end: urllib3 then releases the connection
         headers=headers,
         status=served.status,
         version=11,

@@ -255,3 +255,40 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+def test_replayed_responses_give_their_connection_back_to_the_pool(
+    tmp_path: Path, tool_server: ToolServer
+) -> None:
+    def agent(base: str) -> list[Any]:
+        # one connection, blocking: a response that kept it would starve the next one
+        with urllib3.PoolManager(maxsize=1, block=True) as http:
+            return [
+                http.request(
+                    "GET", f"{base}/orders/A-{i}?next=https://example.test/cb", pool_timeout=2
+                ).json()
+                for i in range(3)
+            ]
+
+    with Run("pool") as run, capture(run):
+        recorded = agent(tool_server.url)
+    run.save(tmp_path / "bundle")
+    tool_server.__exit__()
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay):
+        assert agent(tool_server.url) == recorded
+    # a URL inside the query is not the request's URL
+    assert {(f.node, f.tool) for f in run.tool_calls} == {
+        ("http:127.0.0.1", "GET 127.0.0.1/orders/A-0"),
+        ("http:127.0.0.1", "GET 127.0.0.1/orders/A-1"),
+        ("http:127.0.0.1", "GET 127.0.0.1/orders/A-2"),
+    }
+
+
+def test_replay_opens_no_proxy_tunnel(tmp_path: Path) -> None:
+    Run("empty").save(tmp_path / "bundle")
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay) as session, urllib3.ProxyManager("http://127.0.0.1:9") as proxy:
+        pool = proxy.connection_from_url("https://api.example.test/v1/models")
+        pool._prepare_proxy(pool._new_conn())  # the guard would refuse a CONNECT to :9
+        assert session.blocked == []
