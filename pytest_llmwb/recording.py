@@ -1130,19 +1130,30 @@ class Run:
         """Append a fact of type ``cls``; ``seq`` and the trace ids are filled in."""
         return self._append(cls, **fields)
 
-    def append_deferred(self, node: str, build: Callable[[dict[str, Any]], Any]) -> Any:
+    def append_deferred(
+        self,
+        node: str,
+        build: Callable[[dict[str, Any]], Any],
+        *,
+        trace: tuple[str | None, str | None] | None = None,
+    ) -> Any:
         """Take the next ``seq`` for a fact on ``node`` that ``build(fields)`` makes later.
 
-        ``fields`` holds ``seq``, ``trace_id`` and ``span_id`` (taken now, in the caller's
-        context); the fact is built once, when first read. Returns the handle, whose
-        ``load()`` builds it.
+        ``fields`` holds ``seq``, ``trace_id`` and ``span_id`` (``trace``, else the
+        current span's, as :meth:`trace_ids` gives them); the fact is built once, when
+        first read. Returns the handle, whose ``load()`` builds it.
         """
-        trace_id, span_id = _trace_ids()
+        trace_id, span_id = trace if trace is not None else _trace_ids()
         with self._lock:
             fields = {"seq": len(self._facts) + 1, "trace_id": trace_id, "span_id": span_id}
             entry = _Deferred(node, fields, build)
             self._facts.append(entry)
         return entry
+
+    @staticmethod
+    def trace_ids() -> tuple[str | None, str | None]:
+        """The OpenTelemetry trace and span ids of the current span, or ``(None, None)``."""
+        return _trace_ids()
 
     def append_served(self, recorded: Any) -> None:
         """Append a call answered from the bundle: ``recorded`` is what :meth:`serve` gave."""

@@ -235,6 +235,7 @@ class Call:
         self.wall = time.time()
         # the request as sent, kept until its fact is built (see CaptureSession.begin)
         self.sent: tuple[list[tuple[str, str]], bytes] | None = None
+        self.trace: tuple[str | None, str | None] | None = None
         self.request_headers: list[tuple[str, str]] = []
         self.request_body = b""
         self.request_json: Any = None
@@ -448,6 +449,7 @@ class CaptureSession:
             # nothing to match: the call path only copies the request; it is scrubbed,
             # parsed and digested when its fact is built
             call.sent = (list(headers), body)
+            call.trace = run.trace_ids()  # the span the request was made in
             with self._lock:
                 self._pending.add(call)
             return call
@@ -651,7 +653,7 @@ class CaptureSession:
     def _finished(self, call: Call, end: End, error: tuple[str, str] | None) -> None:
         """Take the fact's place in the run; :meth:`_build` makes it when it is read."""
         entry = self.run.append_deferred(
-            call.node, lambda fields: self._build(call, end, error, fields)
+            call.node, lambda fields: self._build(call, end, error, fields), trace=call.trace
         )
         with self._lock:
             self._pending.discard(call)

@@ -120,3 +120,22 @@ def test_an_aiohttp_body_cut_by_the_server_replays_as_the_same_error(tmp_path: P
     assert exchange.end == "error" and exchange.error is not None
     assert exchange.error[0] == "aiohttp.client_exceptions.ClientPayloadError"
     assert _replay(tmp_path, agent) == recorded
+
+
+def test_each_captured_call_carries_the_span_it_was_made_in(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests")
+
+    async def agent(session: aiohttp.ClientSession, url: str, read_first: Any) -> list[str]:
+        read_first.set()
+        spans = []
+        for name in ("first", "second"):  # one kept-alive connection, two requests
+            with tracer.start_as_current_span(name) as span:
+                spans.append(format(span.get_span_context().span_id, "016x"))
+                async with session.post(url, json=REQUEST) as response:
+                    await response.read()  # the body ends in the connection's callback
+        return spans
+
+    spans, run, _ = _record(tmp_path, agent)
+    assert [f.span_id for f in run.model_calls] == spans
