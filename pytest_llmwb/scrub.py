@@ -148,7 +148,9 @@ class SecretRule:
             object.__setattr__(self, "regex", regex)
         object.__setattr__(self, "keys", tuple(_key(k) for k in self.keys))
         if self.anchors is not None:
-            object.__setattr__(self, "anchors", tuple(self.anchors))
+            anchors = tuple(self.anchors)
+            # an empty anchor occurs in every string: the rule is tried on all of them
+            object.__setattr__(self, "anchors", None if "" in anchors else anchors)
 
     def placeholder(self, secret: str, salt: bytes) -> str:
         """The placeholder that replaces ``secret``."""
@@ -557,9 +559,12 @@ class Scrubber:
     def _hits(self, text: str) -> list[_Hit]:
         # only the rules whose anchors occur run their regex
         finder = self._anchor_finder
-        found_anchors = (
-            finder.find_matches_as_indexes(text, overlapping=True) if finder is not None else []
-        )
+        try:
+            found_anchors = (
+                finder.find_matches_as_indexes(text, overlapping=True) if finder is not None else []
+            )
+        except UnicodeEncodeError:  # a lone surrogate (a file name from os.listdir)
+            found_anchors = [(i, 0, 0) for i, a in enumerate(self._anchors) if a in text]
         if not found_anchors and not self._anchorless:
             return []
         chosen = set().union(*(self._rules_by_anchor[i] for i, _, _ in found_anchors))

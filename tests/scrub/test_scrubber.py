@@ -257,3 +257,16 @@ def test_a_large_text_is_scrubbed_quickly() -> None:
     clean = Scrubber().scrub_text(text)
     assert time.perf_counter() - started < 1.0  # ~1 MB; a few ms in practice
     assert clean.endswith(">") and FAKES["openai-key"] not in clean
+
+
+def test_strings_with_lone_surrogates_are_scanned_too() -> None:
+    # os.listdir() gives such names for bytes that are not UTF-8
+    text = "report-\udcff.txt uploaded with sk-proj-" + "a1B2" * 8
+    scrubbed = Scrubber().scrub_text(text)
+    assert scrubbed.startswith("report-\udcff.txt uploaded with <secret:openai-key:")
+
+
+def test_an_empty_anchor_means_the_rule_is_tried_on_every_string() -> None:
+    rule = SecretRule("acme", r"acme_[0-9]{6}", anchors=[""])
+    assert rule.anchors is None
+    assert Scrubber(extra_rules=[rule]).scrub_text("id acme_123456").startswith("id <secret:acme:")
