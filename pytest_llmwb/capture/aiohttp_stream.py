@@ -76,15 +76,17 @@ class _RecordingReader(StreamReader):
         super().set_exception(exc, *args, **kwargs)
 
 
-def recording_body(response: Any, call: Call) -> None:
-    """Record ``response``'s body (an aiohttp ``StreamReader``) as it arrives."""
+def recording_body(response: Any, call: Call, *, decompressed: bool) -> None:
+    """Record ``response``'s body (an aiohttp ``StreamReader``) as it arrives.
+
+    ``decompressed``: whether aiohttp undoes the content encoding for this request.
+    """
     reader = response.content
-    session = getattr(response, "_session", None)
     call.headers(
         int(response.status),
         str(response.reason or ""),
         [(str(k), str(v)) for k, v in response.headers.items()],
-        decoded=bool(getattr(session, "auto_decompress", True)),
+        decoded=decompressed,
     )
     # what arrived with the head is already in the buffer
     for piece in list(reader._buffer):
@@ -158,12 +160,23 @@ def replayed_body(response: Any, call: Call) -> None:
     served = call.served
     assert served is not None
     if not (served.end == "eof" or served.complete):
+        # vcrpy's response answers read(), text() and json() from the whole recorded
+        # body; here they read the body as far as it went, then end as it ended
 
-        async def read() -> bytes:  # the body as far as it went, then how it ended
+        async def read() -> bytes:
             data: bytes = await reader.read()
             return data
 
-        response.read = read
+        async def text(encoding: str | None = None, errors: str = "strict") -> str:
+            return (await read()).decode(encoding or "utf-8", errors)
+
+        async def json(*, encoding: str | None = None, loads: Any = None, **kwargs: Any) -> Any:
+            import json as std_json
+
+            body = (await read()).strip()
+            return (loads or std_json.loads)(body.decode(encoding or "utf-8")) if body else None
+
+        response.read, response.text, response.json = read, text, json
 
 
 @contextmanager
@@ -185,7 +198,7 @@ def record_response_patched(cassette: BundleCassette) -> Iterator[None]:
             return
         call = cassette.live_call(vcr_request)
         if call is not None:
-            recording_body(response, call)
+            recording_body(response, call, decompressed=cassette.decompressed())
 
     aiohttp_stubs.record_response = record_response
     try:

@@ -70,6 +70,7 @@ _forwarding: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # starts with a literal, so the regex engine skips ahead fast on long bodies
 _UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^\]\)]*)")
 _MULTIPART = re.compile(r"multipart/[\w-]+;.*boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 #: Response headers kept on top of the scrubber's allowlist: replay needs them.
 _RESPONSE_HEADERS = frozenset({"location", "content-type"})
@@ -932,18 +933,30 @@ def _same_class(cls: type[Exception], message: str) -> Exception:
     ``aiohttp.ClientConnectorError(key, os_error)`` or urllib3's
     ``NewConnectionError(conn, message)`` cannot be rebuilt from their message; a
     subclass made from the message alone is caught by every ``except`` the original is.
+    An ``OSError``'s ``errno`` and ``strerror`` come back from its message; any other
+    attribute the original had (``host``, ``os_error``) reads as ``None``.
     """
+
+    def missing(self: Any, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
     replayed = type(
         cls.__name__,
         (cls,),
         {
             "__init__": lambda self, *args: Exception.__init__(self, message),
             "__str__": lambda self: message,
+            "__getattr__": missing,
             "__module__": cls.__module__,
             "__qualname__": cls.__qualname__,
         },
     )
     error: Exception = replayed()
+    found = _ERRNO.search(message)
+    if isinstance(error, OSError) and found is not None:
+        error.errno, error.strerror = int(found.group(1)), found.group(2)
     return error
 
 

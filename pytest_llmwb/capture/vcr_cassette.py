@@ -48,6 +48,13 @@ __all__ = ["BundleCassette", "installed"]
 
 # the call whose recorded response vcrpy is playing in this task (aiohttp)
 _played: contextvars.ContextVar[Call | None] = contextvars.ContextVar("llmwb_played", default=None)
+# the call the cassette was last asked about in this task (aiohttp: the one that failed)
+_asked: contextvars.ContextVar[Call | None] = contextvars.ContextVar("llmwb_asked", default=None)
+# whether aiohttp undoes the content encoding of the request being made in this task
+# (None: not an aiohttp request; vcrpy hands the other clients' bodies over as sent)
+_decompress: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "llmwb_decompress", default=None
+)
 
 
 def _body(request: Any) -> bytes:
@@ -93,6 +100,7 @@ class BundleCassette(Cassette):  # type: ignore[misc]
         with self._lock:
             entry = self._calls.get(id(request))
         if entry is not None and entry[0] is request:
+            _asked.set(entry[1])
             return entry[1]
         call = None
         if not is_forwarded():
@@ -103,6 +111,7 @@ class BundleCassette(Cassette):  # type: ignore[misc]
             self._calls[id(request)] = (request, call)
             if call is not None and call.served is None:
                 self._waiting.append(call)
+        _asked.set(call)
         return call
 
     def can_play_response_for(self, request: Any) -> bool:
@@ -151,7 +160,10 @@ class BundleCassette(Cassette):  # type: ignore[misc]
             for value in values if isinstance(values, list) else [values]:
                 headers.append((str(name), str(value)))
         call.headers(
-            int(status.get("code", 0)), str(status.get("message", "")), headers, decoded=True
+            int(status.get("code", 0)),
+            str(status.get("message", "")),
+            headers,
+            decoded=self.decompressed(),
         )
         body = (response.get("body") or {}).get("string", b"")
         if isinstance(body, str):
@@ -191,16 +203,19 @@ class BundleCassette(Cassette):  # type: ignore[misc]
         call = entry[1] if entry is not None and entry[0] is request else None
         self._fail(call, error)
 
-    def failed_request(self, method: str, url: str, error: Exception) -> None:
-        """A live request known by method and URL failed (aiohttp): record the error."""
-        stored = self._session.stored_url(url)[0]
-        with self._lock:
-            method = method.upper()
-            call = next(
-                (c for c in reversed(self._waiting) if c.method == method and c.url == stored),
-                None,
-            )
-            if call is not None:
+    @staticmethod
+    def decompressed() -> bool:
+        """Whether the body vcrpy hands over for this task's request is decoded already.
+
+        aiohttp decodes it unless ``auto_decompress=False``; http.client and urllib3 1.26
+        hand it over as sent (gzip stays gzip): capture decodes it to scrub and store it.
+        """
+        return _decompress.get() is True
+
+    def failed_call(self, call: Call | None, error: Exception) -> None:
+        """A live call failed in the transport (aiohttp): record the error."""
+        if call is not None:
+            with self._lock:
                 for key, (_, known) in list(self._calls.items()):
                     if known is call:
                         del self._calls[key]
@@ -277,15 +292,19 @@ class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
                 session: Any, method: str, url: Any, _inner: Any = inner, **kwargs: Any
             ) -> Any:
                 __tracebackhide__ = True
-                token = _played.set(None)
+                token, asked = _played.set(None), _asked.set(None)
+                default = getattr(session, "auto_decompress", True)
+                decompress = _decompress.set(bool(kwargs.get("auto_decompress", default)))
                 try:
                     response = await _inner(session, method, url, **kwargs)
                     played = _played.get()
                 except Exception as exc:
-                    cassette.failed_request(method, str(url), exc)
+                    cassette.failed_call(_asked.get(), exc)
                     raise
                 finally:
                     _played.reset(token)
+                    _asked.reset(asked)
+                    _decompress.reset(decompress)
                 if played is not None and played.served is not None:
                     from .aiohttp_stream import replayed_body
 

@@ -105,11 +105,14 @@ def test_an_aiohttp_body_released_early_is_recorded_and_replayed_as_such(
         _replay(tmp_path, greedy)
 
 
-def test_an_aiohttp_body_cut_by_the_server_replays_as_the_same_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["read", "text", "json"])
+def test_an_aiohttp_body_cut_by_the_server_replays_as_the_same_error(
+    tmp_path: Path, reader: str
+) -> None:
     async def agent(session: aiohttp.ClientSession, url: str, read_first: Any) -> Any:
         try:
             async with session.post(url, json=REQUEST) as response:
-                await response.read()
+                await getattr(response, reader)()
         except aiohttp.ClientError as exc:
             return type(exc).__name__
         return "no error"

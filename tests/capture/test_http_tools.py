@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import importlib.metadata
 import json
 import socket
+import threading
+import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +208,8 @@ def test_transport_errors_replay_as_the_same_exceptions(tmp_path: Path) -> None:
     assert isinstance(replayed[0][1], requests.ConnectionError)
     assert isinstance(replayed[1][1], requests.Timeout)
     assert isinstance(replayed[2][1], aiohttp.ClientConnectorError)
+    assert str(replayed[2][1]) == str(recorded[2][1])
+    assert replayed[2][1].host is None  # what the message cannot carry reads as None
     facts = run.tool_calls
     assert [f.tool for f in facts] == [
         "GET 127.0.0.1/orders/A-1",
@@ -214,3 +220,111 @@ def test_transport_errors_replay_as_the_same_exceptions(tmp_path: Path) -> None:
     assert facts[1].error is not None and "timed out" in facts[1].error.message.lower()
     assert facts[2].error is not None
     assert facts[2].error.type == "aiohttp.client_exceptions.ClientConnectorError"
+
+
+class _SlowAnswers(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.6)  # "A" gives up after 0.2 s, "B" waits
+        out = json.dumps({"answer_to": json.loads(body)}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+        except OSError:
+            pass
+
+
+def test_concurrent_aiohttp_calls_keep_their_own_outcome(tmp_path: Path) -> None:
+    async def ask(session: aiohttp.ClientSession, url: str, body: str, wait: float) -> str:
+        try:
+            timeout = aiohttp.ClientTimeout(total=wait)
+            async with session.post(url, json=body, params={"v": "1"}, timeout=timeout) as r:
+                return str((await r.json())["answer_to"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return type(exc).__name__
+
+    def agent(url: str) -> list[str]:
+        async def main() -> list[str]:
+            async with aiohttp.ClientSession() as session:
+                return list(
+                    await asyncio.gather(ask(session, url, "A", 0.2), ask(session, url, "B", 5))
+                )
+
+        return asyncio.run(main())
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAnswers)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/answer"
+    try:
+        with Run("concurrent") as run, capture(run):
+            recorded = agent(url)
+        run.save(tmp_path / "bundle")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay):
+        replayed = agent(url)
+    assert recorded == ["TimeoutError", "B"] or recorded == ["ServerTimeoutError", "B"]
+    assert replayed == recorded
+    outcomes = sorted((f.arguments["body"], f.error is None) for f in run.tool_calls)
+    assert outcomes == [("A", False), ("B", True)]  # two calls, each with its own outcome
+
+
+class _GzipCredentials(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    SECRET = "sk-proj-" + "Q7" * 20
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = gzip.compress(json.dumps({"token_for_user": self.SECRET}).encode())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_bodies_handed_over_compressed_are_decoded_and_scrubbed(tmp_path: Path) -> None:
+    async def aio(url: str) -> bytes:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, auto_decompress=False) as response,
+        ):
+            return await response.read()
+
+    def agent(url: str) -> list[bytes]:
+        request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request) as response:  # http.client: gzip as sent
+            plain = response.read()
+        return [plain, asyncio.run(aio(url))]
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _GzipCredentials)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with Run("gzip") as run, capture(run):
+            live = agent(f"http://127.0.0.1:{httpd.server_address[1]}/creds")
+        run.save(tmp_path / "bundle")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    secret = _GzipCredentials.SECRET.encode()
+    assert all(secret in gzip.decompress(body) for body in live)  # the caller got it all
+    for fact in run.tool_calls:
+        assert fact.result is not None
+        assert fact.result["body"]["token_for_user"].startswith("<secret:openai-key:")
+    stored = [p.read_bytes() for p in (tmp_path / "bundle").rglob("*") if p.is_file()]
+    assert not any(b"\x1f\x8b" in data or secret in data for data in stored)
