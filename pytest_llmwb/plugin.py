@@ -341,12 +341,13 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     )
     if marker.get("dag") is not None:
         run.declare(marker["dag"])
-    with run, _capture(item, marker, run) as capture:
-        yield run
+    capture = _capture(item, marker, run)
     try:
+        with run, capture:
+            yield run
         _check_swallowed(item, run, capture)
         _finish(item, run, mode, run_mode, path, marker)
-    finally:
+    finally:  # whatever failed (a strict secret as capture ended, a check), warn as well
         capture.emit_warnings(stacklevel=2)
 
 
@@ -389,7 +390,7 @@ def _strings(item: pytest.Item, key: str, value: Any) -> tuple[str, ...]:
 
 def _capture(item: pytest.Item, marker: dict[str, Any], run: Run) -> Any:
     """The HTTP capture (and, in replay, the network guard) of a test's run."""
-    from .capture import CaptureConfig, capture
+    from .capture import CaptureConfig, CaptureSession
 
     config = item.config
     hosts = [h.strip() for arg in config.getoption("llmwb_allow_hosts") for h in arg.split(",")]
@@ -416,7 +417,7 @@ def _capture(item: pytest.Item, marker: dict[str, Any], run: Run) -> Any:
         replay_timing=bool(config.getoption("llmwb_replay_timing")),
         adapters=tuple(adapters),
     )
-    return capture(run, settings, record_command=run.record_command)
+    return CaptureSession(run, settings, record_command=run.record_command)
 
 
 def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
@@ -477,13 +478,15 @@ def _finish(
             _keep_failed(item, run, path)
         raise
     if writes:
+        written = False
         if passed:
             # `new` with nothing new leaves the bundle as it was (volatile.json too)
-            run.save(path, keep_unchanged=run_mode == "new")
-            item.user_properties.append(("llmwb_written", str(path)))
+            written = run.save(path, keep_unchanged=run_mode == "new").written
+            if written:
+                item.user_properties.append(("llmwb_written", str(path)))
         else:
             _keep_failed(item, run, path)
-        config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=passed)
+        config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=written)
         return
     updated = run_mode == "replay" and golden.settle(item, run, path, marker, passed)
     config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=updated)
@@ -516,7 +519,18 @@ def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
         if cache is not None
         else Path(tempfile.mkdtemp(prefix="llmwb-failed-"))
     )
-    kept = run.save(base / safe_dirname(item.nodeid)).path
+    from .exceptions import SecretFoundError
+
+    try:
+        kept = run.save(base / safe_dirname(item.nodeid)).path
+    except SecretFoundError:  # the strict scrubber refused it; the test's error says where
+        item.add_report_section(
+            "teardown",
+            "llmwb",
+            f"the test failed, so its bundle was not written; {path} is unchanged. Its run "
+            "was not kept either: it holds a secret the strict scrubber refused.",
+        )
+        return
     item.add_report_section(
         "teardown",
         "llmwb",
@@ -574,7 +588,12 @@ def _check_budget(item: pytest.Item, run: Run, marker: dict[str, Any]) -> None:
 
 def _summary(run: Run, mode: str) -> dict[str, Any]:
     """What the terminal summary shows of one test (plain data: it crosses xdist)."""
-    summary = run.cost
+    from .exceptions import SecretFoundError
+
+    try:
+        summary = run.cost
+    except SecretFoundError:  # a strict scrubber refused a call: the test says so already
+        return {"mode": mode, "calls": 0, "tokens": 0, "cost": "", "gates": "", "unpriced": 0}
     from .costs import money
 
     spent = ", ".join(

@@ -1292,7 +1292,7 @@ class _Deferred:
     run is saved. ``build(fields)`` makes the fact from ``seq`` and the trace ids.
     """
 
-    __slots__ = ("_build", "_fact", "_lock", "fields", "node")
+    __slots__ = ("_build", "_fact", "_lock", "failed", "fields", "node")
 
     def __init__(self, node: str, fields: dict[str, Any], build: Callable[..., Any]) -> None:
         self.node = node
@@ -1300,6 +1300,8 @@ class _Deferred:
         self._build: Callable[..., Any] | None = build
         self._fact: Any = None
         self._lock = threading.Lock()
+        #: building it raised (a secret under a strict scrubber): it raises on every read
+        self.failed = False
 
     @property
     def seq(self) -> int:
@@ -1317,7 +1319,11 @@ class _Deferred:
             with self._lock:
                 if self._fact is None:
                     assert self._build is not None
-                    self._fact = self._build(self.fields)
+                    try:
+                        self._fact = self._build(self.fields)
+                    except BaseException:
+                        self.failed = True
+                        raise
                     self._build = None
                 fact = self._fact
         return fact

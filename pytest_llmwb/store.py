@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import hashlib
 import os
@@ -90,6 +91,8 @@ class Bundle:
     path: Path | None = None
     volatile: dict[str, Any] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: Whether :func:`write_bundle` wrote it (``False``: an identical bundle was kept).
+    written: bool = field(default=True, compare=False)
 
     def blob(self, ref: str) -> bytes:
         """The bytes of blob ``ref`` (``sha256:<hex>``), verified against their digest."""
@@ -296,7 +299,7 @@ def write_bundle(
         manifest=manifest, dag=dag, facts=list(facts), path=target, volatile=volatile, blobs=blobs
     )
     if keep_unchanged and _unchanged(target, manifest_bytes, blobs):
-        return bundle
+        return dataclasses.replace(bundle, written=False)
     staged = target.with_name(f".{target.name}.llmwb-tmp-{uuid.uuid4().hex[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -392,7 +392,8 @@ class CaptureSession:
         with self._lock:
             entries, self._deferred = self._deferred, []
         for entry in entries:
-            entry.load()
+            if not entry.failed:  # one that raised to the test already is not raised twice
+                entry.load()
 
     @property
     def blocked(self) -> list[str]:

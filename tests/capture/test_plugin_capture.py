@@ -220,6 +220,7 @@ def test_strict_secrets_fail_a_captured_test_naming_the_call_and_write_nothing(
         "-p", "no:xdist", "test_leak.py", "--llmwb-record", "--llmwb-strict-secrets"
     )
     result.assert_outcomes(passed=1, errors=1)  # the test ran; recording it failed
+    result.stdout.fnmatch_lines(["*1 passed, 1 error*"])
     result.stdout.fnmatch_lines(
         [
             "*SecretFoundError: a secret matching rule 'github-token' was found in the "
@@ -314,3 +315,34 @@ def test_a_swallowed_blocked_call_is_reported_before_any_golden_check(
         )
         result.stdout.no_fnmatch_line("*GoldenMismatchError*")
         assert _bundle_bytes(bundle) == before  # not rewritten from a blocked replay
+
+
+def test_a_strict_secret_found_while_the_test_reads_its_facts_is_reported_once(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_read="""
+        import os
+
+        import openai
+        import pytest
+
+        from pytest_llmwb.testing import ScriptedLLMServer
+
+        @pytest.mark.llmwb
+        def test_read(llmwb):
+            with ScriptedLLMServer(["use ghp_" + "A1b2C3d4" * 5]) as server, openai.OpenAI(
+                base_url=server.base_url + "/v1", api_key=os.environ["OPENAI_API_KEY"]
+            ) as client:
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "token?"}]
+                )
+            assert llmwb.model_calls  # builds the receipt: the secret is found here
+        """
+    )
+    result = project.runpytest(
+        "-p", "no:xdist", "test_read.py", "--llmwb-record", "--llmwb-strict-secrets"
+    )
+    result.assert_outcomes(failed=1, errors=0)
+    result.stdout.fnmatch_lines(["*SecretFoundError: a secret matching rule 'github-token'*"])
+    assert not (project.path / "llmwb_bundles" / "test_read").exists()

@@ -164,6 +164,7 @@ def test_new_with_nothing_new_leaves_the_bundle_untouched(
     result = pytester.runpytest("--llmwb-mode=new")
     result.assert_outcomes(passed=1)
     assert snapshot_tree(bundles) == before  # volatile.json included
+    result.stdout.no_fnmatch_line("*bundle(s) written*")  # and none is said to be
 
 
 def test_verify_calls_live_and_writes_nothing(
