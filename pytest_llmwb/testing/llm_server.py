@@ -849,9 +849,10 @@ class ScriptedLLMServer:
     """An OpenAI- and Anthropic-compatible HTTP server on ``127.0.0.1`` that answers from a script.
 
     ``script`` is a sequence of answers served in order, one per request, or a function
-    of the :class:`ReceivedRequest`; the default :func:`echo` repeats the last user
-    message. A sequence that runs out answers HTTP 500 saying so. ``chunk_delay`` is the
-    pause before each streamed event, in seconds, for time-to-first-token tests.
+    of the :class:`ReceivedRequest`; the default :func:`echo` answers ``"echo: <last
+    user message>"``. A sequence that runs out answers HTTP 500 saying so.
+    ``chunk_delay`` is the pause before each streamed event, in seconds, for
+    time-to-first-token tests.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
