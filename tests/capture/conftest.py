@@ -151,3 +151,19 @@ class ToolServer:
 def tool_server() -> Iterator[ToolServer]:
     with ToolServer() as server:
         yield server
+
+
+def record_then_replay(
+    tmp_path: Path, server: ToolServer, agent: Any, config: CaptureConfig | None = None
+) -> tuple[Any, Any, Run, Run]:
+    """Record ``agent(server.url)``, stop the server, replay it: (recorded, replayed, runs)."""
+    base = server.url
+    with Run("tools") as run, capture(run, config):
+        recorded = agent(base)
+    run.save(tmp_path / "bundle")
+    server.__exit__()
+    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
+    with replay, capture(replay, config):
+        replayed = agent(base)
+    replay.check_complete()
+    return recorded, replayed, run, replay

@@ -24,22 +24,7 @@ from pytest_llmwb.capture import CaptureConfig, capture
 from pytest_llmwb.capture.exchange import Exchange
 from pytest_llmwb.exceptions import LiveCallBlockedError
 
-from .conftest import ToolServer
-
-
-def _record_then_replay(
-    tmp_path: Path, server: ToolServer, agent: Any, config: CaptureConfig | None = None
-) -> tuple[Any, Any, Run, Run]:
-    base = server.url
-    with Run("tools") as run, capture(run, config):
-        recorded = agent(base)
-    run.save(tmp_path / "bundle")
-    server.__exit__()
-    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
-    with replay, capture(replay, config):
-        replayed = agent(base)
-    replay.check_complete()
-    return recorded, replayed, run, replay
+from .conftest import ToolServer, record_then_replay
 
 
 def tools(run: Run) -> list[ToolCallFact]:
@@ -58,7 +43,7 @@ def test_requests_calls_become_tool_facts(tmp_path: Path, tool_server: ToolServe
             for r in (order, missing, refund, moved)
         ]
 
-    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+    recorded, replayed, run, _ = record_then_replay(tmp_path, tool_server, agent)
 
     assert replayed == recorded
     assert recorded[0] == (200, {"id": "A-1", "status": "shipped"}, "application/json")
@@ -96,7 +81,7 @@ def test_aiohttp_calls_become_tool_facts(tmp_path: Path, tool_server: ToolServer
 
         return asyncio.run(main())
 
-    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+    recorded, replayed, run, _ = record_then_replay(tmp_path, tool_server, agent)
 
     assert replayed == recorded
     assert recorded[2] == (200, {"id": "C-3", "status": "shipped"}, 1)
@@ -118,7 +103,7 @@ def test_urllib_and_plain_httpx_calls_become_tool_facts(
             second = c.get(f"{base}/orders/B-2").json()
         return first, second
 
-    recorded, replayed, run, _ = _record_then_replay(tmp_path, tool_server, agent)
+    recorded, replayed, run, _ = record_then_replay(tmp_path, tool_server, agent)
 
     assert replayed == recorded
     assert len(tools(run)) == 2

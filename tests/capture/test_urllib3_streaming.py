@@ -23,7 +23,7 @@ from pytest_llmwb.capture import capture
 from pytest_llmwb.capture.exchange import Exchange
 from pytest_llmwb.exceptions import ReplayStreamError
 
-from .conftest import API_KEY, ToolServer
+from .conftest import API_KEY, ToolServer, record_then_replay
 
 
 def _event(text: str, finish: str | None = None) -> bytes:
@@ -231,14 +231,7 @@ def test_urllib3_retries_and_preloaded_bodies_replay_attempt_by_attempt(
             )
         return [found.status, found.json(), missing.status, refund.json()]
 
-    with Run("retries") as run, capture(run):
-        recorded = agent(tool_server.url)
-    run.save(tmp_path / "bundle")
-    tool_server.__exit__()
-    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
-    with replay, capture(replay):
-        replayed = agent(tool_server.url)
-    replay.check_complete()
+    recorded, replayed, run, _ = record_then_replay(tmp_path, tool_server, agent)
 
     assert replayed == recorded
     assert recorded[:3] == [200, {"id": "A-1", "status": "shipped"}, 404]
@@ -270,13 +263,8 @@ def test_replayed_responses_give_their_connection_back_to_the_pool(
                 for i in range(3)
             ]
 
-    with Run("pool") as run, capture(run):
-        recorded = agent(tool_server.url)
-    run.save(tmp_path / "bundle")
-    tool_server.__exit__()
-    replay = Run.replay(tmp_path / "bundle", record_command="pytest --llmwb-record")
-    with replay, capture(replay):
-        assert agent(tool_server.url) == recorded
+    recorded, replayed, run, _ = record_then_replay(tmp_path, tool_server, agent)
+    assert replayed == recorded
     # a URL inside the query is not the request's URL
     assert {(f.node, f.tool) for f in run.tool_calls} == {
         ("http:127.0.0.1", "GET 127.0.0.1/orders/A-0"),
