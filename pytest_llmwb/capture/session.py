@@ -327,6 +327,12 @@ class CaptureSession:
             scrubber = default_scrubber()
         self.scrubber: Scrubber = scrubber
         self._response_allow = frozenset(scrubber.allow_headers | _RESPONSE_HEADERS)
+        # the allowlists with a `*` pattern, which a plain name lookup cannot decide
+        self._wildcards = {
+            allow
+            for allow in (scrubber.allow_headers, self._response_allow)
+            if any("*" in name for name in allow)
+        }
 
     # -- activation ---------------------------------------------------------------------
 
@@ -621,7 +627,7 @@ class CaptureSession:
 
     def _headers(self, headers: dict[str, str], allow: frozenset[str]) -> dict[str, str]:
         """The headers to store: the scrubber's choice among the allowlisted ones."""
-        if not any("*" in name for name in allow):  # skip what cannot be kept, cheaply
+        if allow not in self._wildcards:  # skip what cannot be kept, cheaply
             headers = {k: v for k, v in headers.items() if k in allow}
         return self.scrubber.scrub_headers(headers, allow=allow)
 
