@@ -28,7 +28,7 @@ MODES = ("replay", "once", "new", "rewrite", "verify")
 MARKER = (
     "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None, "
     "max_cost=None, max_tokens=None, lenient=None, golden=None, allow_hosts=(), "
-    "volatile=(), capture=True): "
+    "volatile=(), capture=True, expect_drift=False): "
     "record or replay this test's agent run as a pytest-llmwb bundle. "
     "bundle: directory name under the bundle dir (default: the test id); mode: one of "
     f"{', '.join(MODES)}; allow_unused: do not fail when recorded calls go unused; "
@@ -38,12 +38,14 @@ MARKER = (
     "its bundle after the test (default: the llmwb_golden ini key, true); allow_hosts: "
     "hosts whose traffic is neither captured nor blocked; volatile: JSON pointers of the "
     "model request that do not count when matching; capture: record HTTP traffic (openai, "
-    "anthropic, httpx, requests, aiohttp) as facts."
+    "anthropic, httpx, requests, aiohttp) as facts; expect_drift: the test catches drift "
+    "errors on purpose (pytest.raises): caught drift, and what follows from it (recorded "
+    "calls left unmade, the golden check), do not fail it."
 )
 _MARKER_KEYS = {
     *("bundle", "mode", "allow_unused", "gates", "dag", "max_cost", "max_tokens"),
     *("lenient", "golden"),
-    *("allow_hosts", "volatile", "capture"),
+    *("allow_hosts", "volatile", "capture", "expect_drift"),
 }
 # golden bundles: lenient replay, the golden check, llmwb_snapshot, unused bundles
 pytest_plugins = ("pytest_llmwb.golden",)
@@ -345,8 +347,7 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     try:
         with run, capture:
             yield run
-        _check_swallowed(item, run, capture)
-        _finish(item, run, mode, run_mode, path, marker)
+        _finish(item, run, mode, run_mode, path, marker, capture)
     finally:  # whatever failed (a strict secret as capture ended, a check), warn as well
         capture.emit_warnings(stacklevel=2)
 
@@ -420,7 +421,7 @@ def _capture(item: pytest.Item, marker: dict[str, Any], run: Run) -> Any:
     return CaptureSession(run, settings, record_command=run.record_command)
 
 
-def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
+def _check_swallowed(item: pytest.Item, run: Run, capture: Any, marker: dict[str, Any]) -> None:
     """Fail a passed test whose replay raised an error that something caught.
 
     A blocked network access first, then drift (a changed request, an extra call, a
@@ -429,9 +430,6 @@ def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
     and no golden bundle is rewritten from such a run.
     """
     __tracebackhide__ = True
-    report = item.stash.get(_report_key, None)
-    if report is None or not report.passed:
-        return
     attempts = capture.blocked
     if attempts:
         from .exceptions import LiveCallBlockedError
@@ -444,7 +442,7 @@ def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
             "@pytest.mark.llmwb(allow_hosts=[...])",
         )
     raised = run.raised_drift
-    if raised:
+    if raised and not marker.get("expect_drift", False):
         original = raised[0]
         more = f" (and {len(raised) - 1} more)" if len(raised) > 1 else ""
         message = (
@@ -452,18 +450,28 @@ def _check_swallowed(item: pytest.Item, run: Run, capture: Any) -> None:
             f"error{more}:\n{original.message}"
         )
         # the same class and details (node, changes, fix), said of the test
+        fix = (
+            f"{original.fix}; or, if the test catches this drift on purpose (pytest.raises), "
+            "mark it @pytest.mark.llmwb(expect_drift=True)"
+        )
         restated = type(original).__new__(type(original), message)
-        restated.__dict__.update(original.__dict__, message=message)
+        restated.__dict__.update(original.__dict__, message=message, fix=fix)
         raise restated from None
 
 
 def _finish(
-    item: pytest.Item, run: Run, mode: str, run_mode: str, path: Path, marker: dict[str, Any]
+    item: pytest.Item,
+    run: Run,
+    mode: str,
+    run_mode: str,
+    path: Path,
+    marker: dict[str, Any],
+    capture: Any,
 ) -> None:
     """After the test: check budgets and unused calls, then write (or keep) the bundle."""
     __tracebackhide__ = True
     from . import golden
-    from .exceptions import BudgetExceededError, ConfigError
+    from .exceptions import ConfigError, LlmwbError
 
     report = item.stash.get(_report_key, None)
     passed = report is not None and report.passed
@@ -472,10 +480,12 @@ def _finish(
     writes = run_mode in ("record", "new")
     try:
         if passed:
+            _check_swallowed(item, run, capture, marker)
             _check_budget(item, run, marker)
-    except BudgetExceededError:
+    except LlmwbError:  # the run is not written; it is kept for inspection, and said so
         if writes:
             _keep_failed(item, run, path)
+        config.hook.pytest_llmwb_run_finished(item=item, run=run, bundle_path=path, written=False)
         raise
     if writes:
         written = False
@@ -498,12 +508,13 @@ def _finish(
             f"{', '.join(run.unused_scripted_gates)}",
             fix="remove them from @pytest.mark.llmwb(gates=...) or check the gate ids",
         )
-    if not marker.get("allow_unused", config.getini("llmwb_allow_unused")):
+    expected = bool(marker.get("expect_drift", False) and run.raised_drift)
+    if not expected and not marker.get("allow_unused", config.getini("llmwb_allow_unused")):
         run.check_complete(
             opt_out="mark the test @pytest.mark.llmwb(allow_unused=True) "
             "or set llmwb_allow_unused = true in the ini file"
         )
-    if run_mode == "replay":
+    if run_mode == "replay" and not expected:
         golden.check(item, run, path, marker)
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))

@@ -70,7 +70,7 @@ _forwarding: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # starts with a literal, so the regex engine skips ahead fast on long bodies
 _UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
-_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^\]\)]*)")
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] (.*)", re.DOTALL)
 _MULTIPART = re.compile(r"multipart/[\w-]+;.*boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 #: Response headers kept on top of the scrubber's allowlist: replay needs them.
 _RESPONSE_HEADERS = frozenset({"location", "content-type"})
@@ -453,11 +453,11 @@ class CaptureSession:
             default = f"http:{host}"
         call.node = run.resolve_node(None, default, call.kind)
         call.ordinal = run.next_ordinal(call.node)
+        call.trace = run.trace_ids()  # the span the request was made in
         if run.index is None or run.mode == "record":
             # nothing to match: the call path only copies the request; it is scrubbed,
             # parsed and digested when its fact is built
             call.sent = (list(headers), body)
-            call.trace = run.trace_ids()  # the span the request was made in
             with self._lock:
                 self._pending.add(call)
             return call
@@ -927,8 +927,10 @@ def rebuild_error(type_name: str, message: str, *modules: Any) -> BaseException:
         candidates.append(getattr(importlib.import_module(module_name), name, None))
     for cls in candidates:
         if isinstance(cls, type) and issubclass(cls, Exception):
+            found = _ERRNO.fullmatch(message) if issubclass(cls, OSError) else None
             try:
-                return cls(message)
+                # "[Errno 111] Connection refused" comes back with its errno and strerror
+                return cls(int(found[1]), found[2]) if found else cls(message)
             except Exception:
                 return _same_class(cls, message)
     return RecordedCallError(type_name, message)
@@ -940,30 +942,19 @@ def _same_class(cls: type[Exception], message: str) -> Exception:
     ``aiohttp.ClientConnectorError(key, os_error)`` or urllib3's
     ``NewConnectionError(conn, message)`` cannot be rebuilt from their message; a
     subclass made from the message alone is caught by every ``except`` the original is.
-    An ``OSError``'s ``errno`` and ``strerror`` come back from its message; any other
-    attribute the original had (``host``, ``os_error``) reads as ``None``.
+    What its message cannot carry (aiohttp's ``host``, ``os_error``) it does not have.
     """
-
-    def missing(self: Any, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return None
-
     replayed = type(
         cls.__name__,
         (cls,),
         {
             "__init__": lambda self, *args: Exception.__init__(self, message),
             "__str__": lambda self: message,
-            "__getattr__": missing,
             "__module__": cls.__module__,
             "__qualname__": cls.__qualname__,
         },
     )
     error: Exception = replayed()
-    found = _ERRNO.search(message)
-    if isinstance(error, OSError) and found is not None:
-        error.errno, error.strerror = int(found.group(1)), found.group(2)
     return error
 
 

@@ -293,8 +293,9 @@ class _PatcherBuilder(CassettePatcherBuilder):  # type: ignore[misc]
             ) -> Any:
                 __tracebackhide__ = True
                 token, asked = _played.set(None), _asked.set(None)
+                wanted = kwargs.get("auto_decompress")  # None: the session's setting
                 default = getattr(session, "auto_decompress", True)
-                decompress = _decompress.set(bool(kwargs.get("auto_decompress", default)))
+                decompress = _decompress.set(bool(default if wanted is None else wanted))
                 try:
                     response = await _inner(session, method, url, **kwargs)
                     played = _played.get()

@@ -194,7 +194,6 @@ def test_transport_errors_replay_as_the_same_exceptions(tmp_path: Path) -> None:
     assert isinstance(replayed[1][1], requests.Timeout)
     assert isinstance(replayed[2][1], aiohttp.ClientConnectorError)
     assert str(replayed[2][1]) == str(recorded[2][1])
-    assert replayed[2][1].host is None  # what the message cannot carry reads as None
     facts = run.tool_calls
     assert [f.tool for f in facts] == [
         "GET 127.0.0.1/orders/A-1",
@@ -313,3 +312,20 @@ def test_bodies_handed_over_compressed_are_decoded_and_scrubbed(tmp_path: Path) 
         assert fact.result["body"]["token_for_user"].startswith("<secret:openai-key:")
     stored = [p.read_bytes() for p in (tmp_path / "bundle").rglob("*") if p.is_file()]
     assert not any(b"\x1f\x8b" in data or secret in data for data in stored)
+
+
+def test_a_replayed_os_error_keeps_its_errno() -> None:
+    from pytest_llmwb.capture.session import rebuild_error
+
+    live = ConnectionRefusedError(111, "Connection refused")
+    replayed = rebuild_error("builtins.ConnectionRefusedError", str(live))
+    assert isinstance(replayed, ConnectionRefusedError)
+    assert (replayed.errno, replayed.strerror, str(replayed)) == (
+        111,
+        "Connection refused",
+        str(live),
+    )
+    # a class that needs more than a message: the same class, without what it cannot carry
+    replayed = rebuild_error("aiohttp.client_exceptions.ClientConnectorError", "refused")
+    assert isinstance(replayed, aiohttp.ClientConnectorError) and str(replayed) == "refused"
+    assert not hasattr(replayed, "no_such_attribute")

@@ -346,3 +346,59 @@ def test_a_strict_secret_found_while_the_test_reads_its_facts_is_reported_once(
     result.assert_outcomes(failed=1, errors=0)
     result.stdout.fnmatch_lines(["*SecretFoundError: a secret matching rule 'github-token'*"])
     assert not (project.path / "llmwb_bundles" / "test_read").exists()
+
+
+def test_a_test_that_expects_drift_says_so_with_expect_drift(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = SWALLOWING.replace("ALLOW_UNUSED", "True").replace(
+        "@pytest.mark.llmwb(allow_unused=True)", "@pytest.mark.llmwb(allow_unused=True, EXPECT)"
+    )
+    source += """
+
+def test_drift_is_raised(base_url, llmwb):
+    from pytest_llmwb.exceptions import PayloadDriftError
+
+    with pytest.raises(PayloadDriftError) if os.environ.get("SERVE") != "1" else nullcontext():
+        with openai.OpenAI(base_url=base_url + "/v1", api_key="sk-x", max_retries=0) as client:
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": PROMPT}]
+            )
+"""
+    source = "from contextlib import nullcontext\n" + source
+    conftest = """
+def pytest_llmwb_run_finished(item, run, bundle_path, written):
+    print("HOOK", item.name, written)
+"""
+    project.makeconftest(conftest)
+    recorded = source.replace("EXPECT", "expect_drift=False")
+    project.makepyfile(test_fallback=recorded)
+    monkeypatch.setenv("SERVE", "1")
+    project.runpytest(
+        "-p", "no:xdist", "test_fallback.py::test_drift_is_raised", "--llmwb-record"
+    ).assert_outcomes(passed=1)
+    monkeypatch.delenv("SERVE")
+    changed = recorded.replace("Where is A-1?", "Where is B-2?")
+    project.makepyfile(test_fallback=changed.replace("def test_drift_is_raised", ALLOWED))
+    result = project.runpytest("-p", "no:xdist", "-s", "test_fallback.py::test_drift_is_raised")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*PayloadDriftError: *passed, but its replay drifted*",
+            "*or, if the test catches this drift on purpose (pytest.raises), mark it "
+            "@pytest.mark.llmwb(expect_drift=True)",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*HOOK test_drift_is_raised False*"])  # the hook still ran
+    project.makepyfile(
+        test_fallback=changed.replace(
+            "def test_drift_is_raised",
+            "@pytest.mark.llmwb(expect_drift=True)\ndef test_drift_is_raised",
+        )
+    )
+    project.runpytest("-p", "no:xdist", "test_fallback.py::test_drift_is_raised").assert_outcomes(
+        passed=1
+    )
+
+
+ALLOWED = "@pytest.mark.llmwb(allow_unused=True)\ndef test_drift_is_raised"
