@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -167,3 +168,17 @@ def record_then_replay(
         replayed = agent(base)
     replay.check_complete()
     return recorded, replayed, run, replay
+
+
+def send_json(handler: BaseHTTPRequestHandler, payload: Any, *, gzipped: bool = False) -> None:
+    """Answer 200 with ``payload`` as JSON, gzip-encoded on the wire if asked."""
+    body = json.dumps(payload).encode()
+    if gzipped:
+        body = gzip.compress(body)
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    if gzipped:
+        handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -19,7 +19,7 @@ from pytest_llmwb.capture import CaptureConfig, capture
 from pytest_llmwb.capture.exchange import Exchange, decode_body, segment_body
 from pytest_llmwb.exceptions import BundleCorruptError, CaptureWarning
 
-from .conftest import API_KEY
+from .conftest import API_KEY, send_json
 
 MODEL = "test-model-1"
 USER: Any = [{"role": "user", "content": "hi"}]
@@ -60,13 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
         elif kind == "gzip":
-            body = gzip.compress(json.dumps(COMPLETION).encode())
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, COMPLETION, gzipped=True)
         else:  # a stream the server drops mid-event
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -24,7 +24,7 @@ from pytest_llmwb.capture import CaptureConfig, capture
 from pytest_llmwb.capture.exchange import Exchange
 from pytest_llmwb.exceptions import LiveCallBlockedError
 
-from .conftest import ToolServer, record_then_replay
+from .conftest import ToolServer, record_then_replay, send_json
 
 
 def tools(run: Run) -> list[ToolCallFact]:
@@ -272,13 +272,7 @@ class _GzipCredentials(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        body = gzip.compress(json.dumps({"token_for_user": self.SECRET}).encode())
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"token_for_user": self.SECRET}, gzipped=True)
 
 
 def test_bodies_handed_over_compressed_are_decoded_and_scrubbed(tmp_path: Path) -> None:
