@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import ClientConnectionError
 from aiohttp.streams import StreamReader
 
-from .session import Call, end_of_replay, replay_pace
+from .session import Call, end_of_replay, paced_chunks
 
 if TYPE_CHECKING:
     from .vcr_cassette import BundleCassette
@@ -126,7 +126,7 @@ class _NoConnection:
 class _ReplayReader(StreamReader):
     """A ``StreamReader`` fed one recorded chunk each time its reader waits for data."""
 
-    __slots__ = ("_llmwb_call", "_llmwb_chunks", "_llmwb_fed", "_llmwb_pace")
+    __slots__ = ("_llmwb_call", "_llmwb_chunks")
 
     def __init__(self, call: Call) -> None:
         served = call.served
@@ -134,18 +134,16 @@ class _ReplayReader(StreamReader):
         size = max(sum(len(c) for c in served.chunks), 2**16)
         super().__init__(_NoConnection(), size, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
         self._llmwb_call = call
-        self._llmwb_chunks = list(reversed(served.chunks))
-        self._llmwb_pace = replay_pace(call)
-        self._llmwb_fed = 0
+        self._llmwb_chunks = paced_chunks(call)
 
     async def _wait(self, func_name: str) -> None:
         __tracebackhide__ = True
-        if self._llmwb_chunks:
-            pace = self._llmwb_pace
-            self._llmwb_fed += 1
-            if pace and self._llmwb_fed < len(pace):
-                await asyncio.sleep(max(0.0, pace[self._llmwb_fed] - pace[self._llmwb_fed - 1]))
-            self.feed_data(self._llmwb_chunks.pop())
+        found = next(self._llmwb_chunks, None)
+        if found is not None:
+            wait, chunk = found
+            if wait:
+                await asyncio.sleep(wait)
+            self.feed_data(chunk)
             return
         import aiohttp
 

@@ -40,8 +40,8 @@ from .session import (
     active_session,
     end_of_replay,
     forwarding,
+    paced_chunks,
     rebuild_error,
-    replay_pace,
 )
 
 __all__ = ["installed"]
@@ -169,17 +169,11 @@ def _streams(hx: Any) -> tuple[type, type, type, type]:
             self._call = call
 
         def __iter__(self) -> Iterator[bytes]:
-            call = self._call
-            served = call.served
-            assert served is not None
-            pace = replay_pace(call)
-            previous = pace[0] if pace else 0.0
-            for i, chunk in enumerate(served.chunks):
-                if pace and i + 1 < len(pace):
-                    time.sleep(max(0.0, pace[i + 1] - previous))
-                    previous = pace[i + 1]
+            for wait, chunk in paced_chunks(self._call):
+                if wait:
+                    time.sleep(wait)
                 yield chunk
-            end_of_replay(call, hx)
+            end_of_replay(self._call, hx)
 
         def close(self) -> None:
             pass
@@ -189,19 +183,13 @@ def _streams(hx: Any) -> tuple[type, type, type, type]:
             self._call = call
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            call = self._call
-            served = call.served
-            assert served is not None
-            pace = replay_pace(call)
-            previous = pace[0] if pace else 0.0
-            for i, chunk in enumerate(served.chunks):
-                if pace and i + 1 < len(pace):
+            for wait, chunk in paced_chunks(self._call):
+                if wait:
                     import anyio
 
-                    await anyio.sleep(max(0.0, pace[i + 1] - previous))
-                    previous = pace[i + 1]
+                    await anyio.sleep(wait)
                 yield chunk
-            end_of_replay(call, hx)
+            end_of_replay(self._call, hx)
 
         async def aclose(self) -> None:
             pass

@@ -886,6 +886,20 @@ def replay_pace(call: Call) -> list[float] | None:
     return call.timing
 
 
+def paced_chunks(call: Call) -> Iterator[tuple[float, bytes]]:
+    """The served call's chunks, each with the pause to make before it (0: at once).
+
+    The pauses follow the recorded arrival times with ``replay_timing``; the transport
+    sleeps them its own way (``time.sleep``, ``asyncio.sleep``).
+    """
+    served = call.served
+    assert served is not None
+    pace = replay_pace(call)
+    for i, chunk in enumerate(served.chunks):
+        wait = pace[i + 1] - pace[i] if pace and i + 1 < len(pace) else 0.0
+        yield max(0.0, wait), chunk
+
+
 def end_of_replay(call: Call, *modules: Any) -> None:
     """End a replayed body the way the recorded one ended (a transport reads past it).
 

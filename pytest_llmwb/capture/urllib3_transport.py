@@ -35,7 +35,7 @@ from .session import (
     forwarding,
     host_allowed,
     is_forwarded,
-    replay_pace,
+    paced_chunks,
 )
 
 __all__ = ["handles_urllib3", "installed"]
@@ -283,22 +283,21 @@ class _RecordedBody:
         self.msg = HTTPMessage()
         for name, value in served.response_headers:
             self.msg[name] = value
-        self.chunks = list(reversed(served.chunks))
-        self.pace = replay_pace(call)
-        self.index = 0
+        self.chunks = paced_chunks(call)
         self.pending = b""
         self.closed = False
 
     def _next(self) -> bytes:
         __tracebackhide__ = True
-        if not self.chunks:
+        found = next(self.chunks, None)
+        if found is None:
             self.closed = True
             end_of_replay(self.call, sys.modules.get("urllib3.exceptions"))
             return b""
-        self.index += 1
-        if self.pace and self.index < len(self.pace):
-            time.sleep(max(0.0, self.pace[self.index] - self.pace[self.index - 1]))
-        return self.chunks.pop()
+        wait, chunk = found
+        if wait:
+            time.sleep(wait)
+        return chunk
 
     def read(self, amt: int | None = None) -> bytes:
         __tracebackhide__ = True
