@@ -197,6 +197,9 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
                 f"it takes {', '.join(sorted(_MARKER_KEYS))}",
             )
         merged.update(mark.kwargs)
+    for key in ("expect_drift",):
+        if key in merged and not isinstance(merged[key], bool):
+            raise _config_error(item, f"has {key}={merged[key]!r}; it takes True or False")
     return merged
 
 

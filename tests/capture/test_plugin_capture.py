@@ -163,6 +163,14 @@ def test_allow_hosts_option_and_marker_are_accepted(project: pytest.Pytester) ->
     )
     result = project.runpytest("-p", "no:xdist", str(bad), "--llmwb-record")
     result.stdout.fnmatch_lines(["*ConfigError*has allow_hosts=3; it takes a list of strings*"])
+    bad.write_text(bad.read_text().replace("allow_hosts=3", 'expect_drift="yes"'))
+    result = project.runpytest("-p", "no:xdist", str(bad), "--llmwb-record")
+    result.stdout.fnmatch_lines(
+        [
+            "*ConfigError*has expect_drift='yes'; it takes True or False*",
+            "*fix: see `pytest --markers`*",
+        ]
+    )
 
 
 def test_a_hook_that_returns_no_adapter_list_is_a_config_error(project: pytest.Pytester) -> None:
