@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         DagDriftError,
         DagError,
         DagFrozenError,
+        ExportError,
         GateDecisionError,
         GateSubjectError,
         GoldenMismatchError,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         ResultTypeError,
         SchemaVersionError,
         SecretFoundError,
+        TraceContextWarning,
         UndeclaredNodeError,
         UnexpectedCallError,
         UnknownFactKindError,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         require_run,
         step,
         tool,
+        traceparent,
     )
     from .replay import (
         ReplayIndex,
@@ -119,6 +122,7 @@ _EXPORTS: dict[str, str] = {
     "model": "recording",
     "step": "recording",
     "tool": "recording",
+    "traceparent": "recording",
     "ReplayIndex": "replay",
     "Bundle": "store",
     "load_bundle": "store",
@@ -163,6 +167,7 @@ _EXPORTS: dict[str, str] = {
     "DagDriftError": "exceptions",
     "DagError": "exceptions",
     "DagFrozenError": "exceptions",
+    "ExportError": "exceptions",
     "GateDecisionError": "exceptions",
     "GateSubjectError": "exceptions",
     "GoldenMismatchError": "exceptions",
@@ -174,6 +179,7 @@ _EXPORTS: dict[str, str] = {
     "PayloadDriftError": "exceptions",
     "PriceFileError": "exceptions",
     "SecretFoundError": "exceptions",
+    "TraceContextWarning": "exceptions",
     "Scrubber": "scrub",
     "SecretRule": "scrub",
     "RecordedCallError": "exceptions",
@@ -210,6 +216,7 @@ __all__ = [
     "DagFrozenError",
     "DagSnapshot",
     "ErrorFact",
+    "ExportError",
     "GateDecision",
     "GateDecisionError",
     "GateFact",
@@ -246,6 +253,7 @@ __all__ = [
     "ToolCall",
     "ToolCallFact",
     "ToolSpec",
+    "TraceContextWarning",
     "UndeclaredNodeError",
     "UnexpectedCallError",
     "UnknownFactKindError",
@@ -261,6 +269,7 @@ __all__ = [
     "model",
     "step",
     "tool",
+    "traceparent",
 ]
 
 

@@ -280,6 +280,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not report facts that moved (for hosts whose nodes run concurrently)",
     )
+    export_cmd = commands.add_parser(
+        "export",
+        help="bundles as OpenTelemetry spans: one OTLP JSON TracesData per line",
+    )
+    export_cmd.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories")
+    export_cmd.add_argument(
+        "--format", default="otlp-json", help="otlp-json (the OTel file exporter format)"
+    )
+    export_cmd.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout"
+    )
     textconv_cmd = commands.add_parser(
         "textconv", help="a bundle file as readable text, for git (diff.llmwb.textconv)"
     )
@@ -322,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .diff.command import run
 
             return run(args, sys.stdout)
+        if args.command == "export":
+            from .otel.export import export_bundles
+
+            return export_bundles(args.bundles, args.format, args.output, sys.stdout)
         if args.command == "textconv":
             from .textconv import textconv
 

@@ -24,6 +24,7 @@ __all__ = [
     "DagDriftError",
     "DagError",
     "DagFrozenError",
+    "ExportError",
     "GateDecisionError",
     "GateSubjectError",
     "GoldenMismatchError",
@@ -41,6 +42,7 @@ __all__ = [
     "ReplayStreamError",
     "SchemaVersionError",
     "SecretFoundError",
+    "TraceContextWarning",
     "UndeclaredNodeError",
     "UnexpectedCallError",
     "UnknownFactKindError",
@@ -71,6 +73,10 @@ class LlmwbWarning(UserWarning):
 
 class CaptureWarning(LlmwbWarning):
     """HTTP capture kept an exchange raw: an adapter could not read it, or it was cut short."""
+
+
+class TraceContextWarning(LlmwbWarning):
+    """``TRACEPARENT`` or ``TRACESTATE`` holds no valid W3C trace context; it was ignored."""
 
 
 class ConfigError(LlmwbError):
@@ -174,6 +180,10 @@ class UndeclaredNodeError(DagError):
 
 
 # --- gates, artifacts, budgets ----------------------------------------------------------
+
+
+class ExportError(LlmwbError):
+    """``llmwb export`` could not write its output file."""
 
 
 class GateDecisionError(LlmwbError):

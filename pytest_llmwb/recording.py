@@ -39,6 +39,7 @@ from .exceptions import (
     ReplayDriftError,
     UndeclaredNodeError,
 )
+from .otel.context import TraceContext, active_ids, active_span_context, from_environ
 from .replay import ReplayIndex, nth, short
 from .reviewers import as_decision
 from .schema import (
@@ -72,6 +73,7 @@ __all__ = [
     "model",
     "step",
     "tool",
+    "traceparent",
 ]
 
 Mode = Literal["record", "replay", "new", "verify"]
@@ -142,23 +144,22 @@ def declare(dag: Dag | DagSnapshot) -> None:
 
 # --- OpenTelemetry ids (optional dependency, imported on first use) ---------------------
 
-_otel: Any = None
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, for a call or process the host starts.
+
+    The active OpenTelemetry span, else the current run's context (from ``TRACEPARENT``
+    when the run started), else ``TRACEPARENT`` itself; ``None`` when there is none.
+    """
+    context = _current_context(current_run())
+    return context.traceparent if context is not None else None
 
 
-def _trace_ids() -> tuple[str | None, str | None]:
-    global _otel
-    if _otel is None:
-        _otel = (
-            importlib.import_module("opentelemetry.trace")
-            if importlib.util.find_spec("opentelemetry") is not None
-            else False
-        )
-    if _otel is False:
-        return None, None
-    ctx = _otel.get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return None, None
-    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+def _current_context(run: Run | None) -> TraceContext | None:
+    active = active_span_context()
+    if active is not None:
+        return active
+    return run.trace_context if run is not None else from_environ()
 
 
 def _now() -> str:
@@ -229,6 +230,7 @@ class Run:
         lenient: bool = False,
         scrubber: Scrubber | None = None,
         prices: PriceTable | None = None,
+        emit_spans: bool = False,
     ) -> None:
         if mode not in MODES:
             raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
@@ -252,6 +254,14 @@ class Run:
         self._tokens: list[tuple[contextvars.Token[Run | None], bool]] = []
         self.verify_report: list[str] = []
         self.started_at = _now()
+        #: The trace context the run started in: the active OpenTelemetry span, else the
+        #: ``TRACEPARENT``/``TRACESTATE`` environment variables (an invalid value is
+        #: ignored with a :class:`TraceContextWarning`). Facts recorded outside any span
+        #: take its ids; it is kept in ``volatile.json`` as the run's ``trace_id``/``span_id``.
+        self.trace_context: TraceContext | None = active_span_context() or from_environ()
+        #: Whether the run's spans go to the host's OpenTelemetry ``TracerProvider``.
+        self.emit_spans = emit_spans
+        self._emitter: Any = None
         self.index: ReplayIndex | None = None
         self._blobs: dict[str, bytes] = {}
         self._replayed: Any = None  # the replayed Bundle, for its blobs
@@ -302,6 +312,12 @@ class Run:
         token = _current.set(self)
         _ambient.append(self)
         self._tokens.append((token, True))
+        if self.emit_spans and self._emitter is None:
+            from .otel.emit import SpanEmitter
+
+            # the root span is current while the run is active: facts, subprocesses and
+            # the host's own instrumentation nest under it
+            self._emitter = SpanEmitter(self.name, self.trace_context)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -309,6 +325,35 @@ class Run:
         _current.reset(token)
         if self in _ambient:
             _ambient.remove(self)
+        emitter = self._emitter
+        if emitter is not None and not self._tokens:
+            self._emitter = None
+            emitter.finish(self, error=exc_info[1] if len(exc_info) > 1 else None)
+
+    # -- trace context ---------------------------------------------------------------------
+
+    def subprocess_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A copy of ``env`` (default ``os.environ``) that carries the current span.
+
+        ``TRACEPARENT``/``TRACESTATE`` are set for the active OpenTelemetry span, else for
+        the run's own context, so a process started with it joins the trace::
+
+            subprocess.run(cmd, env=run.subprocess_env())
+
+        ``os.environ`` itself is never changed: it is shared by every thread and every
+        run of the process, and its value would outlive the span it names.
+        """
+        import os
+
+        result = dict(os.environ if env is None else env)
+        context = _current_context(self)
+        if context is not None:
+            result["TRACEPARENT"] = context.traceparent
+            if context.tracestate:
+                result["TRACESTATE"] = context.tracestate
+            else:
+                result.pop("TRACESTATE", None)  # another parent's state would be wrong
+        return result
 
     # -- the DAG -----------------------------------------------------------------------------
 
@@ -405,7 +450,7 @@ class Run:
         return sum(1 for item in self._facts if not kinds or item.kind in kinds)
 
     def _append(self, cls: type[FactT], **fields: Any) -> FactT:
-        trace_id, span_id = _trace_ids()
+        trace_id, span_id = self.trace_ids()
         with self._lock:
             fact = cls(
                 seq=len(self._facts) + 1,
@@ -673,7 +718,7 @@ class Run:
         """
         if recorded is not None:
             kind, node, source_seq = recorded.kind, recorded.node, recorded.seq
-        trace_id, span_id = _trace_ids()
+        trace_id, span_id = self.trace_ids()
         with self._lock:
             seq = len(self._facts) + 1
             fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
@@ -1143,17 +1188,23 @@ class Run:
         current span's, as :meth:`trace_ids` gives them); the fact is built once, when
         first read. Returns the handle, whose ``load()`` builds it.
         """
-        trace_id, span_id = trace if trace is not None else _trace_ids()
+        trace_id, span_id = trace if trace is not None else self.trace_ids()
         with self._lock:
             fields = {"seq": len(self._facts) + 1, "trace_id": trace_id, "span_id": span_id}
             entry = _Deferred(node, fields, build)
             self._facts.append(entry)
         return entry
 
-    @staticmethod
-    def trace_ids() -> tuple[str | None, str | None]:
-        """The OpenTelemetry trace and span ids of the current span, or ``(None, None)``."""
-        return _trace_ids()
+    def trace_ids(self) -> tuple[str | None, str | None]:
+        """Trace and span ids for a fact recorded now, or ``(None, None)``.
+
+        The active OpenTelemetry span's, else the run's :attr:`trace_context`.
+        """
+        ids = active_ids()
+        if ids is not None:
+            return ids
+        context = self.trace_context
+        return (context.trace_id, context.span_id) if context is not None else (None, None)
 
     def append_served(self, recorded: Any) -> None:
         """Append a call answered from the bundle: ``recorded`` is what :meth:`serve` gave."""
@@ -1230,10 +1281,18 @@ class Run:
             dag=self.dag,
             facts=facts,
             labels=self.labels,
-            volatile_run={"started_at": self.started_at, "finished_at": _now(), "mode": self.mode},
+            volatile_run=self._volatile_run(),
             scrubber=self.scrubber,
             keep_unchanged=keep_unchanged,
         )
+
+    def _volatile_run(self) -> dict[str, Any]:
+        run: dict[str, Any] = {"started_at": self.started_at, "finished_at": _now()}
+        run["mode"] = self.mode
+        if self.trace_context is not None:
+            run["trace_id"] = self.trace_context.trace_id
+            run["span_id"] = self.trace_context.span_id
+        return run
 
 
 _NODE_KIND = {"model_io": "model", "tool_call": "tool", "gate": "gate"}

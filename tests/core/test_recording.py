@@ -439,7 +439,9 @@ def test_trace_ids_recorded_when_span_active_and_kept_out_of_facts_file(
 
     # the recorder caches the opentelemetry.trace module; a pytester session earlier in
     # this process may have imported (then unloaded) another copy of it
-    monkeypatch.setattr(recording, "_otel", None)
+    from pytest_llmwb.otel import context as otel_context
+
+    monkeypatch.setattr(otel_context, "_otel", None)
 
     tracer = TracerProvider().get_tracer("tests")
     with Run("t") as run:
