@@ -149,6 +149,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
     )
     parser.addini(
+        "llmwb_emit_spans",
+        "Send each run's spans (invoke_agent, chat, execute_tool, ...) to the "
+        "OpenTelemetry TracerProvider of the test session (needs opentelemetry-api).",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
         "llmwb_price_file",
         "TOML or JSON price file (relative to the ini file) that overrides genai-prices; "
         "the LLMWB_PRICE_FILE environment variable takes precedence.",
@@ -343,6 +350,7 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         lenient=run_mode == "replay" and golden.lenient(item, marker),
         scrubber=_scrubber(config),
         prices=_prices(config) if run_mode != "replay" else None,
+        emit_spans=bool(config.getini("llmwb_emit_spans")),
     )
     if marker.get("dag") is not None:
         run.declare(marker["dag"])

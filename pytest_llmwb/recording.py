@@ -210,6 +210,12 @@ class Run:
     each live model call whose ``cost`` callable gave no cost; served calls keep their
     recorded cost.
 
+    Facts take the trace and span ids of the active OpenTelemetry span, else of the
+    W3C context in ``TRACEPARENT``/``TRACESTATE`` (:attr:`trace_context`).
+    ``emit_spans`` (``True`` for the global ``TracerProvider``, or a provider) sends
+    the run's spans to OpenTelemetry: an ``invoke_agent`` root span current while the
+    run is active, a span per step and call when it exits (needs ``opentelemetry-api``).
+
     Use it as a context manager (it becomes the current run), then :meth:`save`::
 
         with Run("refund", dag=DAG) as run:
@@ -230,7 +236,7 @@ class Run:
         lenient: bool = False,
         scrubber: Scrubber | None = None,
         prices: PriceTable | None = None,
-        emit_spans: bool = False,
+        emit_spans: Any = False,
     ) -> None:
         if mode not in MODES:
             raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
@@ -259,8 +265,10 @@ class Run:
         #: ignored with a :class:`TraceContextWarning`). Facts recorded outside any span
         #: take its ids; it is kept in ``volatile.json`` as the run's ``trace_id``/``span_id``.
         self.trace_context: TraceContext | None = active_span_context() or from_environ()
-        #: Whether the run's spans go to the host's OpenTelemetry ``TracerProvider``.
-        self.emit_spans = emit_spans
+        #: Where the run's spans go while it is active: ``True`` for the global
+        #: OpenTelemetry ``TracerProvider``, a ``TracerProvider`` for that one, ``False``
+        #: for none (see :mod:`pytest_llmwb.otel.emit`).
+        self.emit_spans: Any = emit_spans
         self._emitter: Any = None
         self.index: ReplayIndex | None = None
         self._blobs: dict[str, bytes] = {}
@@ -317,7 +325,8 @@ class Run:
 
             # the root span is current while the run is active: facts, subprocesses and
             # the host's own instrumentation nest under it
-            self._emitter = SpanEmitter(self.name, self.trace_context)
+            provider = None if self.emit_spans is True else self.emit_spans
+            self._emitter = SpanEmitter(self.name, self.trace_context, provider)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

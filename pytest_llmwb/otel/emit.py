@@ -39,13 +39,14 @@ def _api() -> tuple[Any, Any]:
 class SpanEmitter:
     """Starts a run's root span now; :meth:`finish` sends the other spans and ends it."""
 
-    def __init__(self, name: str, parent: TraceContext | None) -> None:
+    def __init__(self, name: str, parent: TraceContext | None, provider: Any = None) -> None:
         from .. import __version__
 
         trace, context = _api()
         self._trace = trace
         self._context = context
-        self._tracer = trace.get_tracer("pytest_llmwb", __version__, schema_url=SCHEMA_URL)
+        get_tracer = trace.get_tracer if provider is None else provider.get_tracer
+        self._tracer = get_tracer("pytest_llmwb", __version__, schema_url=SCHEMA_URL)
         self._parent = parent
         parent_ctx = None
         if parent is not None and not trace.get_current_span().get_span_context().is_valid:

@@ -59,7 +59,8 @@ def bundle_spans(bundle: Any) -> SpanSet:
     return build_spans(
         manifest.name,
         bundle.facts,
-        seed=manifest.facts_digest,
+        # the manifest names the run and digests its DAG and facts: same bundle, same ids
+        seed=digest(manifest.model_dump(mode="json")),
         started_at=started if isinstance(started, str) else None,
         finished_at=finished if isinstance(finished, str) else None,
         run_context=context,
