@@ -4,16 +4,14 @@ Facts take the trace and span ids of the span active when they are recorded. A p
 started by a CI pipeline or a parent service often has no OpenTelemetry SDK but gets
 its parent's context in the ``TRACEPARENT`` and ``TRACESTATE`` environment variables
 (the W3C Trace Context header formats); a run falls back to that context so its facts
-join the pipeline's trace. ``opentelemetry`` is imported on first use, and only when
-installed.
+join the pipeline's trace. ``opentelemetry`` is never imported here.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,21 +128,17 @@ def _warn(message: str) -> None:
     )
 
 
-_otel: Any = None
-
-
 def _active() -> Any:
-    """The active span's ``SpanContext`` when valid, else ``None``."""
-    global _otel
-    if _otel is None:
-        _otel = (
-            importlib.import_module("opentelemetry.trace")
-            if importlib.util.find_spec("opentelemetry") is not None
-            else False
-        )
-    if _otel is False:
+    """The active span's ``SpanContext`` when valid, else ``None``.
+
+    No import: a span can only be active once the host imported ``opentelemetry.trace``,
+    and looking the module up each time follows a host (or test harness) that unloads
+    and imports it again.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
         return None
-    ctx = _otel.get_current_span().get_span_context()
+    ctx = trace.get_current_span().get_span_context()
     return ctx if ctx.is_valid else None
 
 

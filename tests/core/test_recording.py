@@ -26,7 +26,6 @@ from pytest_llmwb import (
     current_run,
     load_bundle,
     model,
-    recording,
     step,
     tool,
 )
@@ -437,12 +436,7 @@ def test_trace_ids_recorded_when_span_active_and_kept_out_of_facts_file(
 ) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    # the recorder caches the opentelemetry.trace module; a pytester session earlier in
-    # this process may have imported (then unloaded) another copy of it
-    from pytest_llmwb.otel import context as otel_context
-
-    monkeypatch.setattr(otel_context, "_otel", None)
-
+    monkeypatch.delenv("TRACEPARENT", raising=False)  # outside any span: no ids at all
     tracer = TracerProvider().get_tracer("tests")
     with Run("t") as run:
         lookup("outside")

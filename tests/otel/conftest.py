@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from pytest_llmwb import PolicyReviewer, Run
-from pytest_llmwb.otel import context as otel_context
 
 TRACE_ID = "4bf92f3577b34da6a50c02b4cd3b0f11"
 PARENT_ID = "00f067aa0ba902b7"
@@ -16,11 +15,9 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 @pytest.fixture(autouse=True)
 def _clean_trace_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No TRACEPARENT from the machine running the tests, and a fresh OTel module cache."""
+    """No TRACEPARENT from the machine running the tests."""
     monkeypatch.delenv("TRACEPARENT", raising=False)
     monkeypatch.delenv("TRACESTATE", raising=False)
-    # a pytester session earlier in this process may have unloaded opentelemetry
-    monkeypatch.setattr(otel_context, "_otel", None)
     yield
 
 

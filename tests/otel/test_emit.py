@@ -59,7 +59,7 @@ def test_emitted_spans_nest_under_traceparent_and_carry_the_genai_attributes(
     assert format(root.parent.span_id, "016x") == PARENT_ID
     assert root.parent.is_remote
     # the root span is current while the run is active: facts and subprocesses get it
-    assert child == f"00-{TRACE_ID}-{root_ctx.span_id:016x}-01"
+    assert child == f"00-{TRACE_ID}-{root_ctx.span_id:016x}-{root_ctx.trace_flags:02x}"
     assert {f.span_id for f in run.facts} == {format(root_ctx.span_id, "016x")}
     step = spans["step plan"]
     assert step.parent is not None
