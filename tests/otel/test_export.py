@@ -146,6 +146,11 @@ def test_times_come_from_volatile_json(tmp_path: Path, capsys: pytest.CaptureFix
     # int64 values are strings in the JSON mapping, enums integers
     assert all(isinstance(span["startTimeUnixNano"], str) for span in raw)
     assert all(isinstance(span["kind"], int) for span in raw)
+    ints = [
+        a["value"]["intValue"] for s in raw for a in s["attributes"] if "intValue" in a["value"]
+    ]
+    assert ints
+    assert all(isinstance(value, str) for value in ints)
     spans = by_name(spans_of(parse(line)))
 
     def ns(at: str) -> int:
@@ -265,3 +270,25 @@ def test_unknown_format_and_missing_bundle_are_named_errors(
     err = capsys.readouterr().err
     assert "cannot write" in err
     assert "fix:" in err
+
+
+def test_the_example_projects_captured_bundles_export(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parents[2] / "example_project" / "tests" / "llmwb_bundles"
+    bundles = sorted(p.parent for p in root.glob("*/*/manifest.json"))
+    assert bundles
+    lines, err = export(capsys, *map(str, bundles))
+    assert len(lines) == len(bundles)
+    assert err.count("recorded without a trace context") == len(bundles)
+    gates = 0
+    for line in lines:
+        spans = spans_of(parse(line))
+        assert spans[0].name.startswith("invoke_agent example_project/tests/")
+        chats = [attrs(s) for s in spans if s.name.startswith("chat ")]
+        assert chats
+        # receipts captured from the openai SDK over HTTP
+        assert {c["gen_ai.provider.name"] for c in chats} == {"openai"}
+        assert all(c["gen_ai.usage.input_tokens"] > 0 for c in chats)
+        assert all(s.start_time_unix_nano <= s.end_time_unix_nano for s in spans)
+        assert all(spans[0].start_time_unix_nano <= s.start_time_unix_nano for s in spans)
+        gates += sum(1 for s in spans if s.name.startswith("gate "))
+    assert gates
