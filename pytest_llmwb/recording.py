@@ -337,7 +337,20 @@ class Run:
         emitter = self._emitter
         if emitter is not None and not self._tokens:
             self._emitter = None
-            emitter.finish(self, error=exc_info[1] if len(exc_info) > 1 else None)
+            error = exc_info[1] if len(exc_info) > 1 else None
+            try:
+                emitter.finish(self, error=error if isinstance(error, BaseException) else None)
+            except Exception as exc:  # telemetry must never break the host's run
+                import warnings
+
+                from .exceptions import LlmwbWarning
+
+                warnings.warn(
+                    f"run {self.name!r}: its spans could not be sent to OpenTelemetry "
+                    f"({type(exc).__name__}: {exc}); the run itself is recorded",
+                    LlmwbWarning,
+                    stacklevel=2,
+                )
 
     # -- trace context ---------------------------------------------------------------------
 

@@ -61,7 +61,9 @@ class SpanEmitter:
 
     def _remote(self, trace_id: str, span_id: str) -> Any:
         trace = self._trace
-        state = self._parent.tracestate if self._parent is not None else None
+        parent = self._parent
+        # the trace state travels with the context it came with, not with other spans
+        state = parent.tracestate if parent is not None and parent.span_id == span_id else None
         return trace.NonRecordingSpan(
             trace.SpanContext(
                 int(trace_id, 16),
