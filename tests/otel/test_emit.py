@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -145,3 +146,20 @@ def test_plugin_ini_emits_into_the_sessions_tracer_provider(pytester: pytest.Pyt
         "invoke_agent test_plugin_ini_emits_into_the_sessions_tracer_provider.py::test_agent",
         "step plan",
     ]
+
+
+def test_a_replayed_run_emits_the_spans_of_the_calls_it_served(
+    tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    with Run("refund") as recorded:
+        agent_run(recorded)
+    recorded.save(tmp_path / "b")
+    with Run.replay(tmp_path / "b", name="refund", emit_spans=provider) as replayed:
+        agent_run(replayed)
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    chat = spans["chat gpt-test"]
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.usage.input_tokens"] == 120  # the recorded receipt
+    assert chat.parent is not None
+    assert chat.parent.span_id == spans["step plan"].get_span_context().span_id
+    assert len(spans) == 6
