@@ -61,6 +61,7 @@ from .schema import (
     _FactBase,
 )
 from .scrub import Scrubber, default_scrubber
+from .sequencing import Lane, canonical_order, current_identity, has_concurrency
 
 __all__ = [
     "Mode",
@@ -84,6 +85,10 @@ FactT = TypeVar("FactT", bound=_FactBase)
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("llmwb_run", default=None)
 _node: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmwb_node", default=None)
 _ambient: list[Run] = []  # runs entered, for threads that do not inherit the context
+# the lane (thread or task, see sequencing.py) this context appends facts from, per run
+_lane: contextvars.ContextVar[tuple[Run, Lane] | None] = contextvars.ContextVar(
+    "llmwb_lane", default=None
+)
 # True while an instrumented model or tool function runs live: its call is recorded by
 # the decorator, so HTTP capture lets the traffic inside it through unrecorded
 _instrumented: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -241,6 +246,9 @@ class Run:
         self.record_command = record_command
         self._lock = threading.RLock()
         self._facts: list[Any] = []
+        self._lanes: list[Lane] = []  # the lane each fact was appended from
+        self._owner: Lane | None = None  # the lane that entered the run
+        self._lane_tokens: list[contextvars.Token[tuple[Run, Lane] | None]] = []
         self._ordinals: dict[str, int] = {}
         self._used_nodes: dict[str, str] = {}
         self._dag: DagSnapshot | None = None
@@ -302,11 +310,15 @@ class Run:
         token = _current.set(self)
         _ambient.append(self)
         self._tokens.append((token, True))
+        if self._owner is None:
+            self._owner = Lane(None, current_identity())
+        self._lane_tokens.append(_lane.set((self, self._owner)))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         token, _ = self._tokens.pop()
         _current.reset(token)
+        _lane.reset(self._lane_tokens.pop())
         if self in _ambient:
             _ambient.remove(self)
 
@@ -371,7 +383,27 @@ class Run:
         """The declared DAG, or one derived from the nodes the run used."""
         if self._dag is not None:
             return self._dag
-        return snapshot_from_nodes("implicit", self._used_nodes.items())
+        used = self._used_nodes
+        if has_concurrency(self._lanes):  # first use in canonical order, not in time
+            first = dict.fromkeys(f.node for f in self.facts)
+            used = {n: used[n] for n in [*first, *used] if n in used}
+        return snapshot_from_nodes("implicit", used.items())
+
+    def _here(self) -> Lane:
+        """The lane of the caller: the thread or asyncio task appending a fact now."""
+        identity = current_identity()
+        held = _lane.get()
+        if held is not None and held[0] is self:
+            if held[1].identity == identity:
+                return held[1]
+            # a thread or task started from that lane (its context was copied from it)
+            lane = Lane(held[1], identity)
+        elif self._owner is None:  # a run used without `with`: its first caller owns it
+            lane = self._owner = Lane(None, identity)
+        else:  # a thread that carries no context of the run, e.g. a pool worker
+            lane = Lane(self._owner, identity, adopted=True)
+        _lane.set((self, lane))
+        return lane
 
     def _check_node(self, node: str, kind: str) -> None:
         __tracebackhide__ = True
@@ -391,8 +423,12 @@ class Run:
 
     @property
     def facts(self) -> list[Any]:
-        """The facts recorded so far, in ``seq`` order."""
-        return list(self._iter())
+        """The facts recorded so far, in ``seq`` order.
+
+        Facts of calls made concurrently (from threads or tasks of the run) are in
+        their canonical order, as saved (see :mod:`pytest_llmwb.sequencing`).
+        """
+        return canonical_order(list(self._iter()), self._lanes)
 
     def _iter(self, *kinds: str) -> Iterator[Any]:
         """The facts (of ``kinds``, or all), each read when reached: nothing is kept."""
@@ -406,6 +442,7 @@ class Run:
 
     def _append(self, cls: type[FactT], **fields: Any) -> FactT:
         trace_id, span_id = _trace_ids()
+        lane = self._here()
         with self._lock:
             fact = cls(
                 seq=len(self._facts) + 1,
@@ -414,6 +451,7 @@ class Run:
                 **fields,
             )
             self._facts.append(fact)
+            self._lanes.append(lane)
         return fact
 
     def _next_ordinal(self, node: str) -> int:
@@ -466,7 +504,10 @@ class Run:
             if (
                 self.index.lenient
                 and not isinstance(served, GateFact)
-                and (served.request_digest != request_digest or served.ordinal != ordinal)
+                and (
+                    served.request_digest != request_digest
+                    or (served.ordinal != ordinal and not served.concurrent)
+                )
             ):  # a drifted call: its fact keeps the new request, and the recorded answer
                 patch = {"ordinal": ordinal, "request_digest": request_digest}
                 if kind == "model_io":
@@ -674,12 +715,14 @@ class Run:
         if recorded is not None:
             kind, node, source_seq = recorded.kind, recorded.node, recorded.seq
         trace_id, span_id = _trace_ids()
+        lane = self._here()
         with self._lock:
             seq = len(self._facts) + 1
             fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
             fields.update(self._patches.pop(source_seq, {}))
             served = _Served(kind, node, source_seq, self._replayed_facts(), fields)
             self._facts.append(served)
+            self._lanes.append(lane)
 
     def _replayed_facts(self) -> Sequence[Any]:
         return self.index.facts if self.index is not None else ()
@@ -1144,10 +1187,12 @@ class Run:
         first read. Returns the handle, whose ``load()`` builds it.
         """
         trace_id, span_id = trace if trace is not None else _trace_ids()
+        lane = self._here()
         with self._lock:
             fields = {"seq": len(self._facts) + 1, "trace_id": trace_id, "span_id": span_id}
             entry = _Deferred(node, fields, build)
             self._facts.append(entry)
+            self._lanes.append(lane)
         return entry
 
     @staticmethod
@@ -1220,7 +1265,7 @@ class Run:
         __tracebackhide__ = True
         from .store import write_bundle
 
-        facts = list(self._iter())
+        facts = self.facts
         refs = {f.exchange for f in facts if getattr(f, "exchange", None)}
         blobs = {ref: self.blob(ref) for ref in sorted(refs)}
         return write_bundle(
