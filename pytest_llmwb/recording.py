@@ -29,7 +29,7 @@ if typing.TYPE_CHECKING:
 from pydantic_core import to_jsonable_python
 
 from .codec import digest
-from .dag import Dag, snapshot_from_nodes
+from .dag import Dag, DagTransitions, snapshot_from_nodes
 from .exceptions import (
     DagDriftError,
     DagFrozenError,
@@ -208,6 +208,10 @@ class Run:
     recorded at its place, and the drift is kept in :attr:`drifts` instead of raised;
     a call with nothing recorded at its place still raises.
 
+    ``check_transitions`` (default on): a declared DAG with edges is also checked as
+    the run goes: stepping from one node to another it declares no edge for raises
+    :class:`DagTransitionError` (kept in :attr:`drifts` by lenient replay).
+
     ``scrubber`` (default: the built-in secret rules, see :mod:`pytest_llmwb.scrub`)
     replaces secrets in everything recorded before it is hashed or stored; what the host
     receives live is unchanged. ``prices`` (default: ``pricing.default_table()``) prices
@@ -234,6 +238,7 @@ class Run:
         lenient: bool = False,
         scrubber: Scrubber | None = None,
         prices: PriceTable | None = None,
+        check_transitions: bool = True,
     ) -> None:
         if mode not in MODES:
             raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
@@ -249,6 +254,8 @@ class Run:
         self._lanes: list[Lane] = []  # the lane each fact was appended from
         self._owner: Lane | None = None  # the lane that entered the run
         self._lane_tokens: list[contextvars.Token[tuple[Run, Lane] | None]] = []
+        self.check_transitions = check_transitions
+        self._transitions: DagTransitions | None = None
         self._ordinals: dict[str, int] = {}
         self._used_nodes: dict[str, str] = {}
         self._dag: DagSnapshot | None = None
@@ -341,6 +348,7 @@ class Run:
                     "pytest_llmwb.declare(dag) at the start of the run",
                 )
             self._dag = snapshot
+            self._transitions = DagTransitions(snapshot) if snapshot.edges else None
         if self.mode in ("replay", "verify") and self._recorded_dag is not None:
             try:
                 check_dag_drift(
@@ -405,6 +413,71 @@ class Run:
         _lane.set((self, lane))
         return lane
 
+    def _transition(self, node: str) -> None:
+        """Check the step to ``node`` from the node this thread or task ran last."""
+        __tracebackhide__ = True
+        rules = self._transitions
+        if rules is None or not self.check_transitions or node not in rules.checked:
+            return
+        lane = self._here()
+        if (
+            lane.adopted
+        ):  # a pool thread: which task it runs for, and so what came before, is unknown
+            return
+        previous = lane.last
+        origin = lane.parent
+        if not lane.moved:
+            while origin is not None and not origin.moved:
+                origin = origin.parent
+            previous = origin.last if origin is not None else None
+        # after its children joined, a lane may step on from where any of them ended
+        before = [previous, *lane.joined.values()]
+        lane.joined.clear()
+        self._moved(lane, node)
+        container = _node.get()
+        problems = [rules.problem(p, node, container) for p in before]
+        if None in problems:
+            return
+        problem = problems[0]
+        from .exceptions import DagTransitionError
+
+        where = f"\n  bundle: {self._source()}" if self.index is not None else ""
+        error = DagTransitionError(
+            f"DAG transition drift in run {self.name!r}: {problem}{where}",
+            source=previous,
+            target=node,
+            fix=f"declare the edge (Dag(...).edge({previous!r}, {node!r})) if this path is "
+            "intended; or turn the check off: @pytest.mark.llmwb(check_transitions=False), "
+            "llmwb_check_transitions = false, --llmwb-no-check-transitions, or "
+            "Run(..., check_transitions=False)"
+            if previous is not None
+            else "make the run start at an entry node, or declare the edges that lead "
+            "there; or turn the check off: @pytest.mark.llmwb(check_transitions=False), "
+            "llmwb_check_transitions = false, --llmwb-no-check-transitions, or "
+            "Run(..., check_transitions=False)",
+        )
+        if self.index is not None:
+            if self.index.lenient:
+                self.index.drifts.append(error)
+                return
+            self.index.raised.append(error)
+        raise error
+
+    def _left(self, node: str) -> None:
+        """A step of ``node`` ended: what runs next in this lane comes after ``node``."""
+        rules = self._transitions
+        if rules is not None and node in rules.checked and self.check_transitions:
+            self._moved(self._here(), node)
+
+    @staticmethod
+    def _moved(lane: Lane, node: str) -> None:
+        lane.last, lane.moved = node, True
+        origin = lane.parent
+        while origin is not None and not origin.moved and origin.parent is not None:
+            origin = origin.parent
+        if origin is not None:
+            origin.joined[id(lane)] = node
+
     def _check_node(self, node: str, kind: str) -> None:
         __tracebackhide__ = True
         if self._dag is not None:
@@ -467,6 +540,7 @@ class Run:
     def step(self, node: str) -> Iterator[None]:
         """Run a block as DAG node ``node``: facts inside it belong to that node."""
         self._check_node(node, "step")
+        self._transition(node)
         self._append(StepFact, node=node, phase="start", at=_now())
         token = _node.set(node)
         started = time.perf_counter()
@@ -474,6 +548,7 @@ class Run:
             yield
         except BaseException as exc:
             _node.reset(token)
+            self._left(node)
             self._append(ErrorFact, node=node, at=_now(), **_error_info(exc).model_dump())
             self._append(
                 StepFact,
@@ -485,6 +560,7 @@ class Run:
             )
             raise
         _node.reset(token)
+        self._left(node)
         self._append(
             StepFact,
             node=node,
@@ -625,6 +701,7 @@ class Run:
         req = _as_request(request)
         node_id = self._node_for(node, f"{provider}.{operation}")
         self._check_node(node_id, "model_io")
+        self._transition(node_id)
         # scrubbed before the digest, in record and replay alike; the call gets `req` as is
         req_json = self.scrubber.scrub_value(
             req.model_dump(mode="json"), where=f"the model_io request on node {node_id!r}"
@@ -810,6 +887,7 @@ class Run:
         __tracebackhide__ = True  # its arguments may hold the secrets a strict scrubber found
         node_id = self._node_for(node, tool)
         self._check_node(node_id, "tool_call")
+        self._transition(node_id)
         # scrubbed before the digest, in record and replay alike; the tool runs with its own
         args = self.scrubber.scrub_value(
             to_jsonable_python(dict(arguments)),
@@ -956,6 +1034,7 @@ class Run:
         __tracebackhide__ = True
         node_id = node or gate_id
         self._check_node(node_id, "gate")
+        self._transition(node_id)
         subject_ref, subject_value = self._subject(gate_id, subject)
         policy_ref = PolicyRef(id=policy) if isinstance(policy, str) else policy
         request = {
@@ -1153,6 +1232,7 @@ class Run:
         __tracebackhide__ = True
         node_id = self._node_for(node, default)
         self._check_node(node_id, kind)
+        self._transition(node_id)
         return node_id
 
     def next_ordinal(self, node: str) -> int:

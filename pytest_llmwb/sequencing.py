@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import digest
@@ -52,6 +52,13 @@ class Lane:
     identity: tuple[int, int]
     #: Found without a context from the run (a pool thread): its origin is unknown.
     adopted: bool = False
+    #: The DAG node (one that edges name) this lane ran last; see ``DagTransitions``.
+    last: str | None = None
+    #: Whether this lane has run such a node (else its parent's ``last`` came before).
+    moved: bool = False
+    #: The ``last`` node of each child lane, by lane id: after a join, the next node
+    #: of this lane may follow any of them.
+    joined: dict[int, str] = field(default_factory=dict)
 
 
 def current_identity() -> tuple[int, int]:
