@@ -151,8 +151,9 @@ class DagTransitions:
     is free to run anywhere and is transparent (the step around it is checked as if it
     were not there). A transition ``a -> b`` is allowed when the DAG has that edge, when
     ``a`` and ``b`` are the same node (a node called again), or when ``a`` is a
-    function, agent or subgraph node whose step encloses ``b``. The first node a thread
-    or task runs, with nothing before it, must be an entry node (no edge leads into it).
+    function, agent or subgraph node whose step encloses ``b``. The first node a run
+    reaches has no transition into it: any node may start a run (a test may drive one
+    part of a workflow, a service may resume one).
     """
 
     def __init__(self, dag: DagSnapshot) -> None:
@@ -160,26 +161,14 @@ class DagTransitions:
         self.edges = {(edge.source, edge.target) for edge in dag.edges}
         self.checked = {node for edge in self.edges for node in edge}
         self.kinds = {node.id: node.kind for node in dag.nodes}
-        self._into: dict[str, list[str]] = {}
         self._out: dict[str, list[str]] = {}
         for source, target in sorted(self.edges):
-            self._into.setdefault(target, []).append(source)
             self._out.setdefault(source, []).append(target)
-        self.entries = sorted(n for n in self.checked if n not in self._into)
 
     def problem(self, previous: str | None, node: str, container: str | None) -> str | None:
         """What is wrong with running ``node`` after ``previous`` (inside ``container``)."""
-        if node not in self.checked or previous == node:
+        if node not in self.checked or previous is None or previous == node:
             return None
-        if previous is None:
-            if node not in self._into:
-                return None
-            into = ", ".join(f"{s!r} -> {node!r}" for s in self._into[node])
-            entries = ", ".join(map(repr, self.entries)) or "none"
-            return (
-                f"node {node!r} ran first, but DAG {self.name!r} declares edges into it "
-                f"({into}); its entry nodes are {entries}"
-            )
         if (previous, node) in self.edges:
             return None
         if previous == container and self.kinds.get(previous) in CONTAINER_KINDS:

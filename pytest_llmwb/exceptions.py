@@ -207,7 +207,7 @@ class DagDriftError(ReplayDriftError):
 class DagTransitionError(ReplayDriftError):
     """The run stepped from one DAG node to another the declared DAG has no edge for."""
 
-    def __init__(self, message: str, *, source: str | None, target: str, fix: str) -> None:
+    def __init__(self, message: str, *, source: str, target: str, fix: str) -> None:
         self.source = source
         self.target = target
         super().__init__(message, fix=fix)

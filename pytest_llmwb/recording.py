@@ -420,9 +420,8 @@ class Run:
         if rules is None or not self.check_transitions or node not in rules.checked:
             return
         lane = self._here()
-        if (
-            lane.adopted
-        ):  # a pool thread: which task it runs for, and so what came before, is unknown
+        # a pool thread: which task it runs for, and so what came before, is unknown
+        if lane.adopted:
             return
         previous = lane.last
         origin = lane.parent
@@ -436,7 +435,7 @@ class Run:
         self._moved(lane, node)
         container = _node.get()
         problems = [rules.problem(p, node, container) for p in before]
-        if None in problems:
+        if None in problems or previous is None:
             return
         problem = problems[0]
         from .exceptions import DagTransitionError
@@ -448,11 +447,6 @@ class Run:
             target=node,
             fix=f"declare the edge (Dag(...).edge({previous!r}, {node!r})) if this path is "
             "intended; or turn the check off: @pytest.mark.llmwb(check_transitions=False), "
-            "llmwb_check_transitions = false, --llmwb-no-check-transitions, or "
-            "Run(..., check_transitions=False)"
-            if previous is not None
-            else "make the run start at an entry node, or declare the edges that lead "
-            "there; or turn the check off: @pytest.mark.llmwb(check_transitions=False), "
             "llmwb_check_transitions = false, --llmwb-no-check-transitions, or "
             "Run(..., check_transitions=False)",
         )
