@@ -226,3 +226,67 @@ def test_artifact_references_follow_the_canonical_order(tmp_path: Path) -> None:
                 (source,) = fact.derived_from
                 assert by_seq[source].arguments == {"q": fact.name}
     assert len(stored) == 1
+
+
+def test_concurrent_openai_calls_captured_over_http_record_and_replay_deterministically(
+    tmp_path: Path,
+) -> None:
+    """The real openai async client, five requests at once through asyncio.gather."""
+    openai = pytest.importorskip("openai")
+    from pytest_llmwb.capture import capture
+    from pytest_llmwb.testing import Reply, ScriptedLLMServer
+
+    questions = ["b?", "a?", "c?", "a?", "d?"]
+
+    def answer(request: Any) -> Reply:
+        question = request.json["messages"][-1]["content"]
+        return Reply(text=f"re: {question}", chunk_size=2)
+
+    async def ask_all(base: str, order: list[str]) -> list[str]:
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+        async with client:
+
+            async def one(question: str) -> str:
+                messages: Any = [{"role": "user", "content": question}]
+                if question == "c?":  # one streamed call among them
+                    stream = await client.chat.completions.create(
+                        model="m-1", messages=messages, stream=True
+                    )
+                    return "".join([c.choices[0].delta.content or "" async for c in stream])
+                reply = await client.chat.completions.create(model="m-1", messages=messages)
+                return reply.choices[0].message.content or ""
+
+            return list(await asyncio.gather(*(one(q) for q in order)))
+
+    expected = [f"re: {q}" for q in questions]
+    stored = set()
+    with ScriptedLLMServer(answer, chunk_delay=0.001) as server:
+        base = server.base_url
+        for attempt in range(3):
+            order = questions if attempt % 2 == 0 else questions[::-1]
+            with Run("openai") as run, capture(run):
+                answers = asyncio.run(ask_all(base, order))
+            assert sorted(answers) == sorted(expected)
+            bundle = run.save(tmp_path / str(attempt))
+            # the scripted server numbers its response ids in arrival order (as a real
+            # provider's ids differ on every call): all else must be the same bytes
+            stored.add(
+                tuple(
+                    (
+                        f.seq,
+                        f.ordinal,
+                        f.concurrent,
+                        f.request_digest,
+                        f.response.model_dump_json(exclude={"id"}),
+                    )
+                    for f in bundle.facts
+                )
+            )
+    assert len(stored) == 1
+    (facts,) = stored
+    assert [f[1] for f in facts] == [0, 1, 2, 3, 4] and all(f[2] for f in facts)
+    # replay, the server stopped, the requests made in yet another order
+    shuffled = [questions[i] for i in (2, 4, 0, 3, 1)]
+    with Run.replay(tmp_path / "0") as run, capture(run):
+        assert asyncio.run(ask_all(base, shuffled)) == [f"re: {q}" for q in shuffled]
+        run.check_complete()
