@@ -85,7 +85,9 @@ def _concurrent_lanes(lanes: Sequence[Lane]) -> set[int]:
             node = node.parent
     children: dict[int, int] = {}
     for lane in active.values():
-        if lane.parent is not None:
+        # a pool thread is concurrent on its own account: where it was started from is a
+        # guess, so it makes no task or thread of the run concurrent as a sibling
+        if lane.parent is not None and not lane.adopted:
             children[id(lane.parent)] = children.get(id(lane.parent), 0) + 1
     concurrent: set[int] = set()
 
@@ -94,7 +96,7 @@ def _concurrent_lanes(lanes: Sequence[Lane]) -> set[int]:
         node: Lane | None = lane
         answer = False
         while node is not None and node.parent is not None:
-            if id(node) in concurrent or node.adopted or children[id(node.parent)] > 1:
+            if id(node) in concurrent or node.adopted or children.get(id(node.parent), 0) > 1:
                 answer = True
                 break
             chain.append(node)

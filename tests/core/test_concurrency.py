@@ -206,6 +206,29 @@ def test_one_thread_started_with_the_runs_context_is_sequential(tmp_path: Path) 
     assert not any(f.concurrent for f in facts)
 
 
+def test_pool_threads_do_not_make_the_task_that_waits_for_them_concurrent(
+    tmp_path: Path,
+) -> None:
+    async def main(run: Run) -> None:
+        ask(run, "first", None)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # its threads carry no context
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, ask, run, q, random.Random(i))
+                    for i, q in enumerate("xy")
+                )
+            )
+        ask(run, "last", None)
+
+    with Run("mixed") as run:
+        asyncio.run(main(run))
+    facts = run.save(tmp_path / "b").facts
+    sequential = [f.arguments["q"] for f in facts if f.kind == "tool_call" and not f.concurrent]
+    assert sequential == ["first", "last"]
+    assert [f.concurrent for f in facts] == [False, False, *[True] * 4, False, False]
+
+
 def test_artifact_references_follow_the_canonical_order(tmp_path: Path) -> None:
     def task(run: Run, name: str, jitter: random.Random) -> None:
         time.sleep(jitter.random() / 200)
