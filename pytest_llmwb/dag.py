@@ -13,9 +13,11 @@ from .codec import digest
 from .exceptions import DagDefinitionError
 from .schema import DagEdge, DagNode, DagSnapshot, NodeKind
 
-__all__ = ["Dag", "config_value", "snapshot_from_nodes"]
+__all__ = ["Dag", "DagTransitions", "config_value", "snapshot_from_nodes"]
 
 _NODE_KINDS = ("model", "tool", "gate", "function", "agent", "subgraph")
+#: Kinds of node that run others inside them (a step of theirs encloses their calls).
+CONTAINER_KINDS = ("function", "agent", "subgraph")
 
 
 def config_value(value: Any, *, where: str) -> Any:
@@ -139,3 +141,40 @@ def snapshot_from_nodes(name: str, used: Iterable[tuple[str, str]]) -> DagSnapsh
     nodes = [_node(node_id, kind, {}) for node_id, kind in used]
     edges = [DagEdge(source=a.id, target=b.id) for a, b in itertools.pairwise(nodes)]
     return _snapshot(name, False, nodes, edges)
+
+
+class DagTransitions:
+    """The steps from node to node that a declared DAG allows.
+
+    A *transition* is a step, within one thread or task, from the node that last ran
+    to the next one. Only nodes that some edge names are checked: a node without edges
+    is free to run anywhere and is transparent (the step around it is checked as if it
+    were not there). A transition ``a -> b`` is allowed when the DAG has that edge, when
+    ``a`` and ``b`` are the same node (a node called again), or when ``a`` is a
+    function, agent or subgraph node whose step encloses ``b``. The first node a run
+    reaches has no transition into it: any node may start a run (a test may drive one
+    part of a workflow, a service may resume one).
+    """
+
+    def __init__(self, dag: DagSnapshot) -> None:
+        self.name = dag.name
+        self.edges = {(edge.source, edge.target) for edge in dag.edges}
+        self.checked = {node for edge in self.edges for node in edge}
+        self.kinds = {node.id: node.kind for node in dag.nodes}
+        self._out: dict[str, list[str]] = {}
+        for source, target in sorted(self.edges):
+            self._out.setdefault(source, []).append(target)
+
+    def problem(self, previous: str | None, node: str, container: str | None) -> str | None:
+        """What is wrong with running ``node`` after ``previous`` (inside ``container``)."""
+        if node not in self.checked or previous is None or previous == node:
+            return None
+        if (previous, node) in self.edges:
+            return None
+        if previous == container and self.kinds.get(previous) in CONTAINER_KINDS:
+            return None
+        allowed = ", ".join(repr(t) for t in self._out.get(previous, [])) or "none"
+        return (
+            f"node {node!r} ran after {previous!r}, but DAG {self.name!r} declares no edge "
+            f"{previous!r} -> {node!r} (edges from {previous!r} lead to: {allowed})"
+        )

@@ -25,6 +25,7 @@ __all__ = [
     "DagError",
     "DagFrozenError",
     "ExportError",
+    "DagTransitionError",
     "GateDecisionError",
     "GateSubjectError",
     "GoldenMismatchError",
@@ -211,6 +212,15 @@ class ReplayDriftError(LlmwbError):
 
 class DagDriftError(ReplayDriftError):
     """The DAG declared by the replayed run differs from the recorded DAG snapshot."""
+
+
+class DagTransitionError(ReplayDriftError):
+    """The run stepped from one DAG node to another the declared DAG has no edge for."""
+
+    def __init__(self, message: str, *, source: str, target: str, fix: str) -> None:
+        self.source = source
+        self.target = target
+        super().__init__(message, fix=fix)
 
 
 class PayloadDriftError(ReplayDriftError):

@@ -28,7 +28,7 @@ MODES = ("replay", "once", "new", "rewrite", "verify")
 MARKER = (
     "llmwb(bundle=None, *, mode=None, allow_unused=False, gates=None, dag=None, "
     "max_cost=None, max_tokens=None, lenient=None, golden=None, allow_hosts=(), "
-    "volatile=(), capture=True, expect_drift=False): "
+    "volatile=(), capture=True, expect_drift=False, check_transitions=None): "
     "record or replay this test's agent run as a pytest-llmwb bundle. "
     "bundle: directory name under the bundle dir (default: the test id); mode: one of "
     f"{', '.join(MODES)}; allow_unused: do not fail when recorded calls go unused; "
@@ -40,12 +40,14 @@ MARKER = (
     "model request that do not count when matching; capture: record HTTP traffic (openai, "
     "anthropic, httpx, requests, aiohttp) as facts; expect_drift: the test catches drift "
     "errors on purpose (pytest.raises): caught drift, and what follows from it (recorded "
-    "calls left unmade, the golden check), do not fail it."
+    "calls left unmade, the golden check), do not fail it; check_transitions: check "
+    "each step from node to node against the declared DAG's edges (default: the "
+    "llmwb_check_transitions ini key, true)."
 )
 _MARKER_KEYS = {
     *("bundle", "mode", "allow_unused", "gates", "dag", "max_cost", "max_tokens"),
     *("lenient", "golden"),
-    *("allow_hosts", "volatile", "capture", "expect_drift"),
+    *("allow_hosts", "volatile", "capture", "expect_drift", "check_transitions"),
 }
 # golden bundles: lenient replay, the golden check, llmwb_snapshot, unused bundles
 pytest_plugins = ("pytest_llmwb.golden",)
@@ -148,6 +150,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    group.addoption(
+        "--llmwb-no-check-transitions",
+        action="store_true",
+        dest="llmwb_no_check_transitions",
+        default=False,
+        help="Do not check the steps from node to node against the declared DAG's edges.",
+    )
+    parser.addini(
+        "llmwb_check_transitions",
+        "Check each step from node to node against the declared DAG's edges "
+        "(a DagTransitionError for a step it has no edge for).",
+        type="bool",
+        default=True,
+    )
     parser.addini(
         "llmwb_emit_spans",
         "Send each run's spans (invoke_agent, chat, execute_tool, ...) to the "
@@ -204,7 +220,7 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
                 f"it takes {', '.join(sorted(_MARKER_KEYS))}",
             )
         merged.update(mark.kwargs)
-    for key in ("expect_drift",):
+    for key in ("expect_drift", "check_transitions"):
         if key in merged and not isinstance(merged[key], bool):
             raise _config_error(item, f"has {key}={merged[key]!r}; it takes True or False")
     return merged
@@ -351,6 +367,7 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         scrubber=_scrubber(config),
         prices=_prices(config) if run_mode != "replay" else None,
         emit_spans=bool(config.getini("llmwb_emit_spans")),
+        check_transitions=_check_transitions(config, marker),
     )
     if marker.get("dag") is not None:
         run.declare(marker["dag"])
@@ -361,6 +378,15 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         _finish(item, run, mode, run_mode, path, marker, capture)
     finally:  # whatever failed (a strict secret as capture ended, a check), warn as well
         capture.emit_warnings(stacklevel=2)
+
+
+def _check_transitions(config: pytest.Config, marker: dict[str, Any]) -> bool:
+    """Whether the run checks DAG transitions: option > marker > ini (default on)."""
+    if config.getoption("llmwb_no_check_transitions"):
+        return False
+    if marker.get("check_transitions") is not None:
+        return bool(marker["check_transitions"])
+    return bool(config.getini("llmwb_check_transitions"))
 
 
 def _scrubber(config: pytest.Config) -> Any:

@@ -29,7 +29,7 @@ if typing.TYPE_CHECKING:
 from pydantic_core import to_jsonable_python
 
 from .codec import digest
-from .dag import Dag, snapshot_from_nodes
+from .dag import Dag, DagTransitions, snapshot_from_nodes
 from .exceptions import (
     DagDriftError,
     DagFrozenError,
@@ -62,6 +62,7 @@ from .schema import (
     _FactBase,
 )
 from .scrub import Scrubber, default_scrubber
+from .sequencing import Lane, canonical_order, current_identity, has_concurrency
 
 __all__ = [
     "Mode",
@@ -86,6 +87,10 @@ FactT = TypeVar("FactT", bound=_FactBase)
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("llmwb_run", default=None)
 _node: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmwb_node", default=None)
 _ambient: list[Run] = []  # runs entered, for threads that do not inherit the context
+# the lane (thread or task, see sequencing.py) this context appends facts from, per run
+_lane: contextvars.ContextVar[tuple[Run, Lane] | None] = contextvars.ContextVar(
+    "llmwb_lane", default=None
+)
 # True while an instrumented model or tool function runs live: its call is recorded by
 # the decorator, so HTTP capture lets the traffic inside it through unrecorded
 _instrumented: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -204,6 +209,10 @@ class Run:
     recorded at its place, and the drift is kept in :attr:`drifts` instead of raised;
     a call with nothing recorded at its place still raises.
 
+    ``check_transitions`` (default on): a declared DAG with edges is also checked as
+    the run goes: stepping from one node to another it declares no edge for raises
+    :class:`DagTransitionError` (kept in :attr:`drifts` by lenient replay).
+
     ``scrubber`` (default: the built-in secret rules, see :mod:`pytest_llmwb.scrub`)
     replaces secrets in everything recorded before it is hashed or stored; what the host
     receives live is unchanged. ``prices`` (default: ``pricing.default_table()``) prices
@@ -237,6 +246,7 @@ class Run:
         scrubber: Scrubber | None = None,
         prices: PriceTable | None = None,
         emit_spans: Any = False,
+        check_transitions: bool = True,
     ) -> None:
         if mode not in MODES:
             raise LlmwbError(f"unknown run mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
@@ -249,6 +259,11 @@ class Run:
         self.record_command = record_command
         self._lock = threading.RLock()
         self._facts: list[Any] = []
+        self._lanes: list[Lane] = []  # the lane each fact was appended from
+        self._owner: Lane | None = None  # the lane that entered the run
+        self._lane_tokens: list[contextvars.Token[tuple[Run, Lane] | None]] = []
+        self.check_transitions = check_transitions
+        self._transitions: DagTransitions | None = None
         self._ordinals: dict[str, int] = {}
         self._used_nodes: dict[str, str] = {}
         self._dag: DagSnapshot | None = None
@@ -327,11 +342,15 @@ class Run:
             # the host's own instrumentation nest under it
             provider = None if self.emit_spans is True else self.emit_spans
             self._emitter = SpanEmitter(self.name, self.trace_context, provider)
+        if self._owner is None:
+            self._owner = Lane(None, current_identity())
+        self._lane_tokens.append(_lane.set((self, self._owner)))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         token, _ = self._tokens.pop()
         _current.reset(token)
+        _lane.reset(self._lane_tokens.pop())
         if self in _ambient:
             _ambient.remove(self)
         emitter = self._emitter
@@ -396,6 +415,7 @@ class Run:
                     "pytest_llmwb.declare(dag) at the start of the run",
                 )
             self._dag = snapshot
+            self._transitions = DagTransitions(snapshot) if snapshot.edges else None
         if self.mode in ("replay", "verify") and self._recorded_dag is not None:
             try:
                 check_dag_drift(
@@ -438,7 +458,86 @@ class Run:
         """The declared DAG, or one derived from the nodes the run used."""
         if self._dag is not None:
             return self._dag
-        return snapshot_from_nodes("implicit", self._used_nodes.items())
+        used = self._used_nodes
+        if has_concurrency(self._lanes):  # first use in canonical order, not in time
+            first = dict.fromkeys(f.node for f in self.facts)
+            used = {n: used[n] for n in [*first, *used] if n in used}
+        return snapshot_from_nodes("implicit", used.items())
+
+    def _here(self) -> Lane:
+        """The lane of the caller: the thread or asyncio task appending a fact now."""
+        identity = current_identity()
+        held = _lane.get()
+        if held is not None and held[0] is self:
+            if held[1].identity == identity:
+                return held[1]
+            # a thread or task started from that lane (its context was copied from it)
+            lane = Lane(held[1], identity)
+        elif self._owner is None:  # a run used without `with`: its first caller owns it
+            lane = self._owner = Lane(None, identity)
+        else:  # a thread that carries no context of the run, e.g. a pool worker
+            lane = Lane(self._owner, identity, adopted=True)
+        _lane.set((self, lane))
+        return lane
+
+    def _transition(self, node: str) -> None:
+        """Check the step to ``node`` from the node this thread or task ran last."""
+        __tracebackhide__ = True
+        rules = self._transitions
+        if rules is None or not self.check_transitions or node not in rules.checked:
+            return
+        lane = self._here()
+        # a pool thread: which task it runs for, and so what came before, is unknown
+        if lane.adopted:
+            return
+        previous = lane.last
+        origin = lane.parent
+        if not lane.moved:
+            while origin is not None and not origin.moved:
+                origin = origin.parent
+            previous = origin.last if origin is not None else None
+        # after its children joined, a lane may step on from where any of them ended
+        before = [previous, *lane.joined.values()]
+        lane.joined.clear()
+        self._moved(lane, node)
+        container = _node.get()
+        problems = [rules.problem(p, node, container) for p in before]
+        if None in problems or previous is None:
+            return
+        problem = problems[0]
+        from .exceptions import DagTransitionError
+
+        where = f"\n  bundle: {self._source()}" if self.index is not None else ""
+        error = DagTransitionError(
+            f"DAG transition drift in run {self.name!r}: {problem}{where}",
+            source=previous,
+            target=node,
+            fix=f"declare the edge (Dag(...).edge({previous!r}, {node!r})) if this path is "
+            "intended; or turn the check off: @pytest.mark.llmwb(check_transitions=False), "
+            "llmwb_check_transitions = false, --llmwb-no-check-transitions, or "
+            "Run(..., check_transitions=False)",
+        )
+        if self.index is not None:
+            if self.index.lenient:
+                self.index.drifts.append(error)
+                return
+            self.index.raised.append(error)
+        raise error
+
+    def _left(self, node: str) -> None:
+        """A step of ``node`` ended: what runs next in this lane comes after ``node``."""
+        rules = self._transitions
+        if rules is not None and node in rules.checked and self.check_transitions:
+            self._moved(self._here(), node)
+
+    @staticmethod
+    def _moved(lane: Lane, node: str) -> None:
+        lane.last, lane.moved = node, True
+        origin = lane.parent
+        while origin is not None and not origin.moved and origin.parent is not None:
+            origin = origin.parent
+        if origin is not None:
+            origin.joined[id(lane)] = node
 
     def _check_node(self, node: str, kind: str) -> None:
         __tracebackhide__ = True
@@ -458,8 +557,12 @@ class Run:
 
     @property
     def facts(self) -> list[Any]:
-        """The facts recorded so far, in ``seq`` order."""
-        return list(self._iter())
+        """The facts recorded so far, in ``seq`` order.
+
+        Facts of calls made concurrently (from threads or tasks of the run) are in
+        their canonical order, as saved (see :mod:`pytest_llmwb.sequencing`).
+        """
+        return canonical_order(list(self._iter()), self._lanes)
 
     def _iter(self, *kinds: str) -> Iterator[Any]:
         """The facts (of ``kinds``, or all), each read when reached: nothing is kept."""
@@ -473,6 +576,7 @@ class Run:
 
     def _append(self, cls: type[FactT], **fields: Any) -> FactT:
         trace_id, span_id = self.trace_ids()
+        lane = self._here()
         with self._lock:
             fact = cls(
                 seq=len(self._facts) + 1,
@@ -481,6 +585,7 @@ class Run:
                 **fields,
             )
             self._facts.append(fact)
+            self._lanes.append(lane)
         return fact
 
     def _next_ordinal(self, node: str) -> int:
@@ -496,6 +601,7 @@ class Run:
     def step(self, node: str) -> Iterator[None]:
         """Run a block as DAG node ``node``: facts inside it belong to that node."""
         self._check_node(node, "step")
+        self._transition(node)
         self._append(StepFact, node=node, phase="start", at=_now())
         token = _node.set(node)
         started = time.perf_counter()
@@ -503,6 +609,7 @@ class Run:
             yield
         except BaseException as exc:
             _node.reset(token)
+            self._left(node)
             self._append(ErrorFact, node=node, at=_now(), **_error_info(exc).model_dump())
             self._append(
                 StepFact,
@@ -514,6 +621,7 @@ class Run:
             )
             raise
         _node.reset(token)
+        self._left(node)
         self._append(
             StepFact,
             node=node,
@@ -533,7 +641,10 @@ class Run:
             if (
                 self.index.lenient
                 and not isinstance(served, GateFact)
-                and (served.request_digest != request_digest or served.ordinal != ordinal)
+                and (
+                    served.request_digest != request_digest
+                    or (served.ordinal != ordinal and not served.concurrent)
+                )
             ):  # a drifted call: its fact keeps the new request, and the recorded answer
                 patch = {"ordinal": ordinal, "request_digest": request_digest}
                 if kind == "model_io":
@@ -651,6 +762,7 @@ class Run:
         req = _as_request(request)
         node_id = self._node_for(node, f"{provider}.{operation}")
         self._check_node(node_id, "model_io")
+        self._transition(node_id)
         # scrubbed before the digest, in record and replay alike; the call gets `req` as is
         req_json = self.scrubber.scrub_value(
             req.model_dump(mode="json"), where=f"the model_io request on node {node_id!r}"
@@ -741,12 +853,14 @@ class Run:
         if recorded is not None:
             kind, node, source_seq = recorded.kind, recorded.node, recorded.seq
         trace_id, span_id = self.trace_ids()
+        lane = self._here()
         with self._lock:
             seq = len(self._facts) + 1
             fields = {"seq": seq, "trace_id": trace_id, "span_id": span_id, "at": _now()}
             fields.update(self._patches.pop(source_seq, {}))
             served = _Served(kind, node, source_seq, self._replayed_facts(), fields)
             self._facts.append(served)
+            self._lanes.append(lane)
 
     def _replayed_facts(self) -> Sequence[Any]:
         return self.index.facts if self.index is not None else ()
@@ -834,6 +948,7 @@ class Run:
         __tracebackhide__ = True  # its arguments may hold the secrets a strict scrubber found
         node_id = self._node_for(node, tool)
         self._check_node(node_id, "tool_call")
+        self._transition(node_id)
         # scrubbed before the digest, in record and replay alike; the tool runs with its own
         args = self.scrubber.scrub_value(
             to_jsonable_python(dict(arguments)),
@@ -980,6 +1095,7 @@ class Run:
         __tracebackhide__ = True
         node_id = node or gate_id
         self._check_node(node_id, "gate")
+        self._transition(node_id)
         subject_ref, subject_value = self._subject(gate_id, subject)
         policy_ref = PolicyRef(id=policy) if isinstance(policy, str) else policy
         request = {
@@ -1177,6 +1293,7 @@ class Run:
         __tracebackhide__ = True
         node_id = self._node_for(node, default)
         self._check_node(node_id, kind)
+        self._transition(node_id)
         return node_id
 
     def next_ordinal(self, node: str) -> int:
@@ -1211,10 +1328,12 @@ class Run:
         first read. Returns the handle, whose ``load()`` builds it.
         """
         trace_id, span_id = trace if trace is not None else self.trace_ids()
+        lane = self._here()
         with self._lock:
             fields = {"seq": len(self._facts) + 1, "trace_id": trace_id, "span_id": span_id}
             entry = _Deferred(node, fields, build)
             self._facts.append(entry)
+            self._lanes.append(lane)
         return entry
 
     def trace_ids(self) -> tuple[str | None, str | None]:
@@ -1293,7 +1412,7 @@ class Run:
         __tracebackhide__ = True
         from .store import write_bundle
 
-        facts = list(self._iter())
+        facts = self.facts
         refs = {f.exchange for f in facts if getattr(f, "exchange", None)}
         blobs = {ref: self.blob(ref) for ref in sorted(refs)}
         return write_bundle(

@@ -3,10 +3,15 @@
 Each call is keyed by ``(node, ordinal)``: the DAG node it belongs to and its position
 among the calls on that node. The recorded request digest is the check. Lookups are
 dict accesses, O(1) per call, whatever the size of the bundle.
+
+Calls recorded as ``concurrent`` (made from threads or tasks of the run, whose order is
+not defined: see :mod:`pytest_llmwb.sequencing`) are paired with live calls by request
+digest within their node instead: identical requests are served in recorded order.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +103,8 @@ class ReplayIndex:
     exchanges: dict[tuple[str, int], str] = field(default_factory=dict)
     _by_digest: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _per_node: dict[str, int] = field(default_factory=dict)
+    #: Ordinals of the concurrent calls not yet served, by (node, request digest).
+    _concurrent: dict[tuple[str, str], deque[int]] = field(default_factory=dict)
 
     @classmethod
     def from_facts(
@@ -119,6 +126,9 @@ class ReplayIndex:
                 self.exchanges[(fact.node, fact.ordinal)] = exchange
             self._by_digest.setdefault((fact.node, request_digest), []).append(fact.ordinal)
             self._per_node[fact.node] = self._per_node.get(fact.node, 0) + 1
+            if getattr(fact, "concurrent", False):
+                key = (fact.node, request_digest)
+                self._concurrent.setdefault(key, deque()).append(fact.ordinal)
 
     def recorded(self, node: str, ordinal: int) -> CallFact | None:
         """The recorded call at ``(node, ordinal)``, or ``None``."""
@@ -134,11 +144,22 @@ class ReplayIndex:
     def lookup(
         self, node: str, ordinal: int, kind: str, request_digest: str, request: Any
     ) -> CallFact | None:
-        """The recorded call at ``(node, ordinal)`` if its request matches, else ``None``."""
-        entry = self.calls.get((node, ordinal))
-        if entry is None or entry[0] != kind or entry[1] != request_digest:
-            return None
-        self.consumed.add((node, ordinal))
+        """The recorded call that answers this one, else ``None``.
+
+        The call at ``(node, ordinal)`` if its request matches; else, for a request
+        recorded as concurrent on ``node``, the first such call not yet served.
+        """
+        key = (node, ordinal)
+        entry = self.calls.get(key)
+        if entry is None or entry[0] != kind or entry[1] != request_digest or key in self.consumed:
+            waiting = self._concurrent.get((node, request_digest))
+            while waiting and (node, waiting[0]) in self.consumed:
+                waiting.popleft()  # served at its own ordinal: each is skipped once
+            if not waiting or self.calls[(node, waiting[0])][0] != kind:
+                return None
+            key = (node, waiting.popleft())
+            entry = self.calls[key]
+        self.consumed.add(key)
         fact: CallFact = self.facts[entry[2] - 1]
         return fact
 
@@ -168,6 +189,9 @@ class ReplayIndex:
         if served is not None:
             return served
         recorded = self.recorded(node, ordinal)
+        if recorded is not None and (node, ordinal) in self.consumed:
+            # a concurrent call took it: compare with a call of the node still unserved
+            recorded = self._unserved_concurrent(node) or recorded
         where = f"node {node!r}, {nth(ordinal)} (ordinal {ordinal})"
         if recorded is None:
             count = self._per_node.get(node, 0)
@@ -226,6 +250,12 @@ class ReplayIndex:
         if self.lenient and recorded.kind == kind:
             return self._tolerate(payload, node, ordinal)
         raise payload
+
+    def _unserved_concurrent(self, node: str) -> CallFact | None:
+        """The first concurrent call on ``node`` not yet served (for drift messages)."""
+        left = [o for (n, _), queue in self._concurrent.items() if n == node for o in queue]
+        left = sorted(o for o in left if (node, o) not in self.consumed)
+        return self.recorded(node, left[0]) if left else None
 
     def _tolerate(self, drift: ReplayDriftError, node: str, ordinal: int) -> CallFact:
         """Lenient replay: keep ``drift`` and serve the call recorded at ``(node, ordinal)``."""

@@ -306,6 +306,9 @@ class ModelIOFact(_FactBase):
     error: ErrorInfo | None = None
     cost: Cost | None = None
     exchange: str | None = None
+    #: Made concurrently with other calls (threads or tasks of the run): replay pairs
+    #: it with a live call by request digest, not by ordinal (see docs/concepts.md).
+    concurrent: bool = False
 
     @property
     def usage(self) -> Usage:
@@ -324,6 +327,9 @@ class ToolCallFact(_FactBase):
     result: JsonValue = None
     error: ErrorInfo | None = None
     exchange: str | None = None
+    #: Made concurrently with other calls (threads or tasks of the run): replay pairs
+    #: it with a live call by request digest, not by ordinal (see docs/concepts.md).
+    concurrent: bool = False
 
 
 class GateFact(_FactBase):
@@ -338,6 +344,9 @@ class GateFact(_FactBase):
     reviewer: Reviewer
     reason: str | None = None
     edit: JsonValue = None
+    #: Made concurrently with other calls (threads or tasks of the run): replay pairs
+    #: it with a live call by request digest, not by ordinal (see docs/concepts.md).
+    concurrent: bool = False
 
 
 class ArtifactFact(_FactBase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,19 @@ SAMPLE_DAG = (
     .gate("approve", policy="refunds")
     .chain("lookup", "answer", "approve")
 )
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester whose inner sessions are plain ones, also when this suite runs under ``-n``.
+
+    pytest-xdist sets ``PYTEST_XDIST_*`` in each worker's environment; an inner session
+    that inherits them takes itself for a worker (syrupy then reports nothing, pytest-llmwb
+    leaves the unused-bundle check to a controller that does not exist).
+    """
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        monkeypatch.delenv(name)
+    return pytester
 
 
 def run_sample(run: Run, *, question: str = "where is A1?", reply: str = "shipped") -> None:

@@ -345,3 +345,27 @@ def test_every_cli_command_has_its_section() -> None:
     commands = next(a for a in parser._actions if a.dest == "command").choices
     text = _docs_text()
     assert sorted(c for c in commands if f"## llmwb {c}\n" not in text) == []
+
+
+@pytest.fixture
+def as_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment pytest-xdist gives a worker (set before ``pytester`` starts)."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_TESTRUNUID", "0123456789abcdef")
+
+
+def test_inner_sessions_are_no_xdist_workers(
+    as_xdist_worker: None, docs_env: pytest.Pytester
+) -> None:
+    # the pages' pytest sessions run in this process: under `pytest -n 2` they must not
+    # take themselves for xdist workers (syrupy would then report no snapshot)
+    docs_env.makepyfile(
+        """
+        import os
+
+        def test_env():
+            assert [n for n in os.environ if n.startswith("PYTEST_XDIST_")] == []
+        """
+    )
+    docs_env.runpytest_inprocess().assert_outcomes(passed=1)

@@ -54,7 +54,11 @@ DAG = (
     .model("draft_reply", prompt=DRAFT_PROMPT, model=MODEL, temperature=0)
     .gate("review_reply", policy=REPLY_POLICY.model_dump(), forbidden=list(FORBIDDEN_PHRASES))
     .chain("classify", "lookup_order", "approve_refund", "issue_refund", "draft_reply")
-    .edge("lookup_order", "draft_reply")
+    # every path the agent takes is an edge: transitions are checked against them
+    .edge("classify", "draft_reply")  # no order id: ask for it
+    .edge("lookup_order", "issue_refund")  # small refunds need no approval
+    .edge("lookup_order", "draft_reply")  # not a refund
+    .edge("approve_refund", "draft_reply")  # rejected
     .edge("draft_reply", "review_reply")
 )
 

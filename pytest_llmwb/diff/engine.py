@@ -1114,17 +1114,67 @@ class _Alignment:
         self.added: list[int] = []
 
 
-def _align(comparer: _Comparer) -> _Alignment:
+def _align(comparer: _Comparer, *, check_order: bool = True) -> _Alignment:
     old, new = comparer.old, comparer.new
     old_sig = [_signature(fact) for fact in old]
     new_sig = [_signature(fact) for fact in new]
     out = _Alignment()
     out.pairs, gaps = _patience(old_sig, new_sig)
-    for alo, ahi, blo, bhi in gaps:
-        _pair_range(list(range(alo, ahi)), list(range(blo, bhi)), comparer, out)
+    groups = [(list(range(alo, ahi)), list(range(blo, bhi))) for alo, ahi, blo, bhi in gaps]
+    if not check_order:
+        groups = _pair_unordered(groups, old_sig, new_sig, comparer, out)
+    for old_idx, new_idx in groups:
+        _pair_range(old_idx, new_idx, comparer, out)
     if out.removed and out.added:
         _find_moves(old_sig, new_sig, out)
     return out
+
+
+def _pair_unordered(
+    groups: list[tuple[list[int], list[int]]],
+    old_sig: list[tuple[Any, ...]],
+    new_sig: list[tuple[Any, ...]],
+    comparer: _Comparer,
+    out: _Alignment,
+) -> list[tuple[list[int], list[int]]]:
+    """Pair the facts left unaligned that have equal signatures, wherever they are.
+
+    For runs whose calls were made concurrently the order of facts says nothing: the
+    same calls in another interleaving must align as unchanged, not as changed pairs
+    of neighbours. Among facts of one signature, equal content pairs first. Returns
+    what is left of each group, to be paired by identity.
+    """
+    olds: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    news: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for old_idx, new_idx in groups:
+        for i in old_idx:
+            olds[old_sig[i]].append(i)
+        for j in new_idx:
+            news[new_sig[j]].append(j)
+    taken_old: set[int] = set()
+    taken_new: set[int] = set()
+    for sig, old_idx in olds.items():
+        rest = news.get(sig, [])
+        if not rest:
+            continue
+        if len(old_idx) * len(rest) <= _SIMILARITY_PAIRING_MAX:
+            rest = list(rest)
+            for i in old_idx:  # equal content first: identical requests, equal answers
+                same = next((j for j in rest if comparer.distance(i, j) == 0), None)
+                if same is not None:
+                    rest.remove(same)
+                    out.pairs.append((i, same))
+                    taken_old.add(i)
+                    taken_new.add(same)
+        left = [i for i in old_idx if i not in taken_old]
+        for i, j in zip(left, rest, strict=False):
+            out.pairs.append((i, j))
+            taken_old.add(i)
+            taken_new.add(j)
+    return [
+        ([i for i in old_idx if i not in taken_old], [j for j in new_idx if j not in taken_new])
+        for old_idx, new_idx in groups
+    ]
 
 
 def _pair_range(
@@ -1234,7 +1284,7 @@ def diff_runs(
     patterns = _parse_ignore(ignore)
     old_facts, new_facts = old.facts, new.facts
     comparer = _Comparer(old_facts, new_facts, patterns, max_paths)
-    alignment = _align(comparer)
+    alignment = _align(comparer, check_order=check_order)
     moved_pairs = [pair for move in alignment.moves for pair in move]
     pairs = sorted([*alignment.pairs, *moved_pairs])
     total = len(old_facts) + len(new_facts)

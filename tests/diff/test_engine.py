@@ -470,6 +470,32 @@ def test_moved_block() -> None:
     assert diff_runs(rec_old.run, rec_new.run, check_order=False).same
 
 
+def interleaved(order: list[tuple[str, str]]) -> RunData:
+    """Tool and model calls of three tasks, in the order a scheduler interleaved them."""
+    rec = Recorder()
+    rec.step("classify", "start")
+    for node, task in order:
+        if node == "lookup_order":
+            rec.tool(node, {"task": task}, {"found": task})
+        else:
+            rec.model(node, f"reply for {task}", f"dear {task}")
+    rec.step("classify", "end", "ok")
+    return rec.run
+
+
+def test_no_order_shows_no_change_between_equivalent_concurrent_runs() -> None:
+    calls = [(node, task) for task in "abc" for node in ("lookup_order", "draft_reply")]
+    old = interleaved(calls)
+    new = interleaved([calls[i] for i in (2, 4, 5, 0, 3, 1)])
+    assert not diff_runs(old, new).same  # the order differs
+    diff = diff_runs(old, new, check_order=False)
+    assert diff.same, diff.fact_changes
+    # a real change still shows
+    changed = interleaved([*calls[:-1], ("draft_reply", "z")])
+    (change,) = diff_runs(old, changed, check_order=False).fact_changes
+    assert isinstance(change, FactChanged)
+
+
 # --- gates, artifacts, errors ----------------------------------------------------------
 
 

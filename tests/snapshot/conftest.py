@@ -46,8 +46,6 @@ def refunds(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Refun
     monkeypatch.setenv(
         "PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:benchmark -p no:recording -p no:anyio"
     )
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)  # inner sessions are no xdist workers
     agent = Refunds(pytester.path, monkeypatch)
     agent.reset()
     agent.online()
