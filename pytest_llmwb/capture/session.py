@@ -739,6 +739,9 @@ class CaptureSession:
                 if clean is not parsed:
                     body = orjson.dumps(clean)
             else:
+                if not kept_encoding and "event-stream" in content_type.lower():
+                    # a secret streamed in pieces: scrubbed as the caller assembles it
+                    body = scrubber.scrub_event_stream(body, where=where)
                 body = scrubber.scrub_bytes(body, where=where)
             chunks = segment_body(body, content_type) if not kept_encoding else [body]
             exchange.status = call.status
