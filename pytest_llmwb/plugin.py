@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import tempfile
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -280,11 +281,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Keep the call report, so the fixture knows at teardown whether the test passed."""
+    """Keep the call report, so the fixture knows at teardown whether the test passed.
+
+    A failure caused by a secret (strict scrubbing) is reported by its message alone:
+    the frames it passed through hold the secret in their arguments and locals, which
+    ``-l`` / ``--tb=long`` would print into the CI log.
+    """
     report = yield
     if report.when == "call":
         item.stash[_report_key] = report
+    if call.excinfo is not None and "pytest_llmwb.exceptions" in sys.modules:
+        secret = _secret_error(call.excinfo.value)
+        if secret is not None and secret.__traceback__ is not None:
+            report.longrepr = pytest.ExceptionInfo.from_exception(secret).getrepr(
+                style="value", chain=False
+            )
     return report
+
+
+def _secret_error(error: BaseException) -> BaseException | None:
+    """The ``SecretFoundError`` that ``error`` is, or was caused by (an SDK wraps it)."""
+    from .exceptions import SecretFoundError
+
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        if isinstance(found, SecretFoundError):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ threads the host starts are captured too.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import ipaddress
 import re
@@ -370,6 +371,7 @@ class CaptureSession:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        __tracebackhide__ = True
         with _stack_lock:
             if self in _stack:
                 _stack.remove(self)
@@ -399,7 +401,10 @@ class CaptureSession:
             entries, self._deferred = self._deferred, []
         for entry in entries:
             if not entry.failed:  # one that raised to the test already is not raised twice
-                entry.load()
+                try:
+                    entry.load()
+                except SecretFoundError as exc:
+                    raise _without_frames(exc) from None
 
     @property
     def blocked(self) -> list[str]:
@@ -463,7 +468,10 @@ class CaptureSession:
             return call
         if self._fast(call, body):
             return call
-        self._request(call, headers, body)
+        try:
+            self._request(call, headers, body)
+        except SecretFoundError as exc:
+            raise _without_frames(exc) from None
         try:
             recorded = run.serve(call.node, call.ordinal, call.kind, call.digest, call.request_json)
         except UnexpectedCallError as exc:
@@ -661,7 +669,7 @@ class CaptureSession:
     def _finished(self, call: Call, end: End, error: tuple[str, str] | None) -> None:
         """Take the fact's place in the run; :meth:`_build` makes it when it is read."""
         entry = self.run.append_deferred(
-            call.node, lambda fields: self._build(call, end, error, fields), trace=call.trace
+            call.node, functools.partial(self._build, call, end, error), trace=call.trace
         )
         with self._lock:
             self._pending.discard(call)
@@ -675,8 +683,8 @@ class CaptureSession:
             if call.sent is not None:
                 self._request(call, *call.sent)
             return self._record(call, end, error, fields)
-        except SecretFoundError:
-            raise
+        except SecretFoundError as exc:
+            raise _without_frames(exc) from None
         except Exception as exc:  # pragma: no cover - defensive: keep the call's place
             message = (
                 f"{call.where}: the exchange could not be recorded ({type(exc).__name__}: {exc})"
@@ -880,6 +888,17 @@ class CaptureSession:
             error=ErrorInfo(type=error[0], message=self._message(error[1])) if error else None,
             **fields,
         )
+
+
+def _without_frames(error: SecretFoundError) -> SecretFoundError:
+    """``error`` without the frames it passed through, to be raised again from here.
+
+    Those frames hold the request as sent (its ``Authorization`` header, the body with
+    the secret) in their arguments and locals, which pytest prints with ``-l`` or
+    ``--tb=long``; the error itself names where the secret was, never the secret.
+    """
+    error.__context__ = None
+    return error.with_traceback(None)
 
 
 def replay_pace(call: Call) -> list[float] | None:
