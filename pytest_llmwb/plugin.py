@@ -9,6 +9,7 @@ command-line option > ``llmwb`` marker > ini key > default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -293,9 +294,12 @@ def pytest_runtest_makereport(
     if call.excinfo is not None and "pytest_llmwb.exceptions" in sys.modules:
         secret = _secret_error(call.excinfo.value)
         if secret is not None and secret.__traceback__ is not None:
-            report.longrepr = pytest.ExceptionInfo.from_exception(secret).getrepr(
-                style="value", chain=False
-            )
+            info = pytest.ExceptionInfo.from_exception(secret)
+            longrepr: Any = info.getrepr(style="value", chain=False)
+            with contextlib.suppress(AttributeError, IndexError, TypeError):  # pytest's reprs
+                lines = longrepr.chain[0][0].reprentries[0].lines
+                lines[0] = f"{info.exconly().partition(':')[0]}: {lines[0]}"
+            report.longrepr = longrepr
     return report
 
 
