@@ -292,7 +292,7 @@ def pytest_runtest_makereport(
     if report.when == "call":
         item.stash[_report_key] = report
     if call.excinfo is not None and "pytest_llmwb.exceptions" in sys.modules:
-        secret = _secret_error(call.excinfo.value)
+        secret = _caused_by(call.excinfo.value, "SecretFoundError")
         if secret is not None and secret.__traceback__ is not None:
             info = pytest.ExceptionInfo.from_exception(secret)
             longrepr: Any = info.getrepr(style="value", chain=False)
@@ -300,17 +300,35 @@ def pytest_runtest_makereport(
                 lines = longrepr.chain[0][0].reprentries[0].lines
                 lines[0] = f"{info.exconly().partition(':')[0]}: {lines[0]}"
             report.longrepr = longrepr
+        elif report.failed:
+            drift = _caused_by(call.excinfo.value, "ReplayDriftError")
+            crash = getattr(report.longrepr, "reprcrash", None)
+            if drift is not None and crash is not None:
+                # the short summary names the drift, even when an SDK wrapped it, with
+                # the node and the JSON paths that changed
+                crash.message = _drift_line(drift)
     return report
 
 
-def _secret_error(error: BaseException) -> BaseException | None:
-    """The ``SecretFoundError`` that ``error`` is, or was caused by (an SDK wraps it)."""
-    from .exceptions import SecretFoundError
+def _drift_line(error: Any) -> str:
+    """One line for the short summary: the drift's class, what and where, the paths."""
+    line = str(error.message).split("\n", 1)[0].rstrip(":")
+    paths = [str(change[0]) for change in getattr(error, "changes", None) or ()]
+    if paths:
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        line += f"; changed: {', '.join(paths[:3])}{more}"
+    return f"{type(error).__name__}: {line}"
 
+
+def _caused_by(error: BaseException, name: str) -> BaseException | None:
+    """The error of class ``name`` that ``error`` is, or was caused by (SDKs wrap errors)."""
+    from . import exceptions
+
+    cls: type[BaseException] = getattr(exceptions, name)
     seen: set[int] = set()
     found: BaseException | None = error
     while found is not None and id(found) not in seen:
-        if isinstance(found, SecretFoundError):
+        if isinstance(found, cls):
             return found
         seen.add(id(found))
         found = found.__cause__ or found.__context__

@@ -45,6 +45,7 @@ from ..exceptions import (
     BundleCorruptError,
     CaptureWarning,
     LiveCallBlockedError,
+    ReplayDriftError,
     ReplayStreamError,
     SecretFoundError,
     UnexpectedCallError,
@@ -473,7 +474,28 @@ class CaptureSession:
         except SecretFoundError as exc:
             raise _without_frames(exc) from None
         try:
-            recorded = run.serve(call.node, call.ordinal, call.kind, call.digest, call.request_json)
+            recorded = self._served(call)
+            if recorded is not None:
+                self._serve(call, recorded)
+            elif run.mode == "replay":  # serve() raises first; kept as a guarantee
+                raise LiveCallBlockedError(f"replay blocked a live call: {call.where}")
+        except ReplayDriftError as exc:
+            # an SDK retries (after a back-off) or wraps what its transport raises; a
+            # drift error dressed as the SDK's own error type reaches the test at once
+            raise past_sdk_retries(
+                exc, run.index.raised if run.index is not None else None
+            ) from None
+        if recorded is None:
+            with self._lock:
+                self._pending.add(call)
+        return call
+
+    def _served(self, call: Call) -> Any:
+        """The recorded fact that answers ``call`` (``None``: go live); raises drift."""
+        __tracebackhide__ = True
+        run = self.run
+        try:
+            return run.serve(call.node, call.ordinal, call.kind, call.digest, call.request_json)
         except UnexpectedCallError as exc:
             if run.mode != "replay" or isinstance(exc, LiveCallBlockedError):
                 raise
@@ -487,14 +509,6 @@ class CaptureSession:
                 attempt=call.where,
                 fix=exc.fix,
             ) from None
-        if recorded is not None:
-            self._serve(call, recorded)
-        elif run.mode == "replay":  # serve() raises first; kept as a guarantee
-            raise LiveCallBlockedError(f"replay blocked a live call: {call.where}")
-        else:
-            with self._lock:
-                self._pending.add(call)
-        return call
 
     def stored_url(self, url: str) -> tuple[str, str]:
         """``url`` as stored (scrubbed, no fragment, a loopback port as ``*``) and its host.
@@ -888,6 +902,57 @@ class CaptureSession:
             error=ErrorInfo(type=error[0], message=self._message(error[1])) if error else None,
             **fields,
         )
+
+
+#: The base error classes of SDKs that retry or wrap any other exception their HTTP
+#: client raises, but pass their own errors through at once (read in their
+#: ``_base_client.py``: openai re-raises ``OpenAIError`` as is, anthropic does not wrap
+#: or retry an ``AnthropicError``).
+SDK_ERRORS: tuple[tuple[str, str], ...] = (
+    ("openai", "OpenAIError"),
+    ("anthropic", "AnthropicError"),
+)
+_sdk_proof: dict[tuple[type, tuple[type, ...]], type] = {}
+
+
+def past_sdk_retries(error: ReplayDriftError, raised: list[Any] | None = None) -> ReplayDriftError:
+    """``error`` as an instance of its class that is also each loaded SDK's own error type.
+
+    The openai and anthropic SDKs retry, after back-offs, and wrap in
+    ``APIConnectionError`` whatever their transport raises, except their own errors.
+    The class keeps the name, module and every attribute of the original, so
+    ``pytest.raises(PayloadDriftError)`` and the summary still name the drift. ``raised``
+    (the run's list of drift raised to the host) gets the new instance in place of the
+    old one.
+    """
+    bases: list[type] = []
+    for module_name, name in SDK_ERRORS:
+        module = sys.modules.get(module_name)
+        base = getattr(module, name, None) if module is not None else None
+        if isinstance(base, type) and issubclass(base, Exception) and not isinstance(error, base):
+            bases.append(base)
+    if not bases:
+        return error
+    cls = type(error)
+    key = (cls, tuple(bases))
+    made = _sdk_proof.get(key)
+    if made is None:
+        made = _sdk_proof[key] = type(
+            cls.__name__,
+            (cls, *bases),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__,
+            },
+        )
+    proof: ReplayDriftError = made.__new__(made, *error.args)
+    proof.__dict__.update(error.__dict__)
+    if raised is not None:
+        for i, item in enumerate(raised):
+            if item is error:
+                raised[i] = proof
+    return proof
 
 
 def _without_frames(error: SecretFoundError) -> SecretFoundError:
