@@ -527,6 +527,11 @@ def _finish(
     report = item.stash.get(_report_key, None)
     passed = report is not None and report.passed
     config = item.config
+    differences: list[Any] = []
+    if run_mode == "verify":
+        from .verify import compare_run
+
+        differences = compare_run(run)
     item.user_properties.append(("llmwb", _summary(run, mode)))
     writes = run_mode in ("record", "new")
     try:
@@ -569,6 +574,18 @@ def _finish(
         golden.check(item, run, path, marker)
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
+    failing = [d for d in differences if d.fails]
+    if failing:
+        from .exceptions import ResponseDriftError
+
+        lines = "\n".join(f"  {d.line()}" for d in failing)
+        raise ResponseDriftError(
+            f"{item.nodeid}: in verify, {len(failing)} live response or tool result "
+            f"value{'s' if len(failing) != 1 else ''} differ from the bundle {path} "
+            f"(recorded -> live):\n{lines}",
+            differences=failing,
+            fix=f"if the provider's new behaviour is right, record it: {run.record_command}",
+        )
 
 
 def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
@@ -668,6 +685,7 @@ def _summary(run: Run, mode: str) -> dict[str, Any]:
         "cost": spent,
         "unpriced": summary.total.unpriced,
         "gates": ", ".join(f"{g.gate_id}={g.decision}" for g in run.gates.values()),
+        "verify": list(run.verify_report),
     }
 
 
@@ -729,7 +747,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             line += f" ({row['unpriced']} unpriced)"
         if row["gates"]:
             line += f"; gates {row['gates']}"
+        differences = row.get("verify") or ()
+        if differences:
+            line += f"; {len(differences)} difference{'' if len(differences) == 1 else 's'}"
+            line += " from the bundle"
         terminalreporter.write_line(line)
+        for difference in differences:
+            terminalreporter.write_line(f"    {difference}")
     if written:
         terminalreporter.write_line(f"{len(written)} bundle(s) written:")
         for path in sorted(written):
