@@ -581,7 +581,7 @@ def _finish(
         lines = "\n".join(f"  {d.line()}" for d in failing)
         raise ResponseDriftError(
             f"{item.nodeid}: in verify, {len(failing)} live response or tool result "
-            f"value{'s' if len(failing) != 1 else ''} differ from the bundle {path} "
+            f"value{'s differ' if len(failing) != 1 else ' differs'} from the bundle {path} "
             f"(recorded -> live):\n{lines}",
             differences=failing,
             fix=f"if the provider's new behaviour is right, record it: {run.record_command}",

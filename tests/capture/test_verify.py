@@ -96,7 +96,7 @@ def test_verify_fails_naming_every_changed_response_and_tool_result(
     result.stdout.fnmatch_lines(
         [
             "*ResponseDriftError: test_agent.py::test_agent: in verify, 1 live response or "
-            "tool result value differ*",
+            "tool result value differs*",
             "*node 'openai.chat' ordinal 0 (model_io): /content: 'Hello there.' -> 'Howdy.'",
             "*fix: if the provider's new behaviour is right, record it: pytest --llmwb-record*",
         ]
