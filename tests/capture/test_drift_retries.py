@@ -7,6 +7,7 @@ did not make, never an ``APIConnectionError``, and without sleeping through back
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,26 @@ def _anthropic_stream(base: str, prompt: str) -> Any:
         return stream.get_final_message()
 
 
+def _anthropic_async(base: str, prompt: str) -> Any:
+    async def main() -> Any:
+        async with anthropic.AsyncAnthropic(base_url=base, api_key=API_KEY) as c:
+            return await c.messages.create(
+                model="m", max_tokens=10, messages=[{"role": "user", "content": prompt}]
+            )
+
+    return asyncio.run(main())
+
+
+def _openai_async(base: str, prompt: str) -> Any:
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY) as c:
+            return await c.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": prompt}]
+            )
+
+    return asyncio.run(main())
+
+
 def _httpx(base: str, prompt: str) -> Any:
     transport = httpx.HTTPTransport(retries=3)
     with httpx.Client(transport=transport) as c:
@@ -68,6 +89,8 @@ AGENTS: dict[str, Agent] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "anthropic-stream": _anthropic_stream,
+    "anthropic-async": _anthropic_async,
+    "openai-async": _openai_async,
     "httpx": _httpx,
     "requests": _requests,
 }
