@@ -41,7 +41,7 @@ import hmac
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -836,7 +836,7 @@ class Scrubber:
                 context = tuple(
                     str(doc.get(k)) for k in ("index", "output_index", "content_index", "item_id")
                 )
-            for path, label, text in _strings(doc, (), ()):
+            for path, label, text in _strings(doc):
                 channels.setdefault((event.event, context, label), []).append((i, path, text))
         changed: set[int] = set()
         for (_, _, label), found in channels.items():
@@ -967,22 +967,29 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _strings(
-    value: Any, path: tuple[Any, ...], label: tuple[Any, ...]
-) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], str]]:
+def _strings(value: Any) -> list[tuple[tuple[Any, ...], tuple[Any, ...], str]]:
     """Every string in ``value``: its path, its label (list items by ``index``), itself."""
-    if isinstance(value, str):
-        yield path, label, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key), (*label, key))
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            # OpenAI puts choices and tool calls in lists whose items say their index;
-            # the position in one chunk's list says nothing
-            index = item.get("index") if isinstance(item, dict) else None
-            name = f"index={index}" if isinstance(index, int) else position
-            yield from _strings(item, (*path, position), (*label, name))
+    found: list[tuple[tuple[Any, ...], tuple[Any, ...], str]] = []
+    # iterative: this runs for every event of every recorded stream
+    stack: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = [(value, (), ())]
+    while stack:
+        item, path, label = stack.pop()
+        if isinstance(item, str):
+            found.append((path, label, item))
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(sub, str):
+                    found.append(((*path, key), (*label, key), sub))
+                elif isinstance(sub, (dict, list)):
+                    stack.append((sub, (*path, key), (*label, key)))
+        elif isinstance(item, list):
+            for position, sub in enumerate(item):
+                # OpenAI puts choices and tool calls in lists whose items say their
+                # index; the position in one chunk's list says nothing
+                index = sub.get("index") if isinstance(sub, dict) else None
+                name = f"index={index}" if isinstance(index, int) else position
+                stack.append((sub, (*path, position), (*label, name)))
+    return found
 
 
 def _replaced(value: Any, path: tuple[Any, ...], new: str) -> Any:
