@@ -41,6 +41,7 @@ __all__ = [
     "ReplayDriftError",
     "ResultTypeError",
     "ReplayStreamError",
+    "ResponseDriftError",
     "SchemaVersionError",
     "SecretFoundError",
     "TraceContextWarning",
@@ -260,6 +261,21 @@ class LiveCallBlockedError(UnexpectedCallError):
 
     def __init__(self, message: str, *, attempt: str = "", fix: str | None = None) -> None:
         self.attempt = attempt
+        super().__init__(message, fix=fix)
+
+
+class ResponseDriftError(ReplayDriftError):
+    """In ``verify``, live responses or tool results differ from the recorded ones.
+
+    The message lists every difference (node, ordinal, JSON pointer, recorded -> live);
+    ``differences`` holds them as :class:`~pytest_llmwb.verify.VerifyDifference`. See
+    :mod:`pytest_llmwb.verify` for what is compared, reported or ignored.
+    """
+
+    def __init__(
+        self, message: str, *, differences: Sequence[object] = (), fix: str | None = None
+    ) -> None:
+        self.differences = list(differences)
         super().__init__(message, fix=fix)
 
 

@@ -9,8 +9,10 @@ command-line option > ``llmwb`` marker > ini key > default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import sys
 import tempfile
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -303,11 +305,57 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Keep the call report, so the fixture knows at teardown whether the test passed."""
+    """Keep the call report, so the fixture knows at teardown whether the test passed.
+
+    A failure caused by a secret (strict scrubbing) is reported by its message alone:
+    the frames it passed through hold the secret in their arguments and locals, which
+    ``-l`` / ``--tb=long`` would print into the CI log.
+    """
     report = yield
     if report.when == "call":
         item.stash[_report_key] = report
+    if call.excinfo is not None and "pytest_llmwb.exceptions" in sys.modules:
+        secret = _caused_by(call.excinfo.value, "SecretFoundError")
+        if secret is not None and secret.__traceback__ is not None:
+            info = pytest.ExceptionInfo.from_exception(secret)
+            longrepr: Any = info.getrepr(style="value", chain=False)
+            with contextlib.suppress(AttributeError, IndexError, TypeError):  # pytest's reprs
+                lines = longrepr.chain[0][0].reprentries[0].lines
+                lines[0] = f"{info.exconly().partition(':')[0]}: {lines[0]}"
+            report.longrepr = longrepr
+        elif report.failed:
+            drift = _caused_by(call.excinfo.value, "ReplayDriftError")
+            crash = getattr(report.longrepr, "reprcrash", None)
+            if drift is not None and crash is not None:
+                # the short summary names the drift, even when an SDK wrapped it, with
+                # the node and the JSON paths that changed
+                crash.message = _drift_line(drift)
     return report
+
+
+def _drift_line(error: Any) -> str:
+    """One line for the short summary: the drift's class, what and where, the paths."""
+    line = str(error.message).split("\n", 1)[0].rstrip(":")
+    paths = [str(change[0]) for change in getattr(error, "changes", None) or ()]
+    if paths:
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        line += f"; changed: {', '.join(paths[:3])}{more}"
+    return f"{type(error).__name__}: {line}"
+
+
+def _caused_by(error: BaseException, name: str) -> BaseException | None:
+    """The error of class ``name`` that ``error`` is, or was caused by (SDKs wrap errors)."""
+    from . import exceptions
+
+    cls: type[BaseException] = getattr(exceptions, name)
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        if isinstance(found, cls):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -513,6 +561,11 @@ def _finish(
     report = item.stash.get(_report_key, None)
     passed = report is not None and report.passed
     config = item.config
+    differences: list[Any] = []
+    if run_mode == "verify":
+        from .verify import compare_run
+
+        differences = compare_run(run)
     item.user_properties.append(("llmwb", _summary(run, mode)))
     writes = run_mode in ("record", "new")
     try:
@@ -555,6 +608,18 @@ def _finish(
         golden.check(item, run, path, marker)
     if run.verify_report:
         item.add_report_section("teardown", "llmwb verify", "\n".join(run.verify_report))
+    failing = [d for d in differences if d.fails]
+    if failing:
+        from .exceptions import ResponseDriftError
+
+        lines = "\n".join(f"  {d.line()}" for d in failing)
+        raise ResponseDriftError(
+            f"{item.nodeid}: in verify, {len(failing)} live response or tool result "
+            f"value{'s differ' if len(failing) != 1 else ' differs'} from the bundle {path} "
+            f"(recorded -> live):\n{lines}",
+            differences=failing,
+            fix=f"if the provider's new behaviour is right, record it: {run.record_command}",
+        )
 
 
 def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
@@ -654,6 +719,7 @@ def _summary(run: Run, mode: str) -> dict[str, Any]:
         "cost": spent,
         "unpriced": summary.total.unpriced,
         "gates": ", ".join(f"{g.gate_id}={g.decision}" for g in run.gates.values()),
+        "verify": list(run.verify_report),
     }
 
 
@@ -715,7 +781,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             line += f" ({row['unpriced']} unpriced)"
         if row["gates"]:
             line += f"; gates {row['gates']}"
+        differences = row.get("verify") or ()
+        if differences:
+            line += f"; {len(differences)} difference{'' if len(differences) == 1 else 's'}"
+            line += " from the bundle"
         terminalreporter.write_line(line)
+        for difference in differences:
+            terminalreporter.write_line(f"    {difference}")
     if written:
         terminalreporter.write_line(f"{len(written)} bundle(s) written:")
         for path in sorted(written):

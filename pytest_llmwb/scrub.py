@@ -759,6 +759,109 @@ class Scrubber:
         parts.append(text[last:])
         return "".join(parts)
 
+    # -- text a caller assembles from pieces -----------------------------------------------
+
+    def scrub_pieces(self, pieces: Sequence[str], *, where: str, pointer: str = "") -> list[str]:
+        """``pieces`` scrubbed as the text they make together, still one piece each.
+
+        A secret split across pieces (a streamed reply's deltas) is found in the joined
+        text; its placeholder goes where the secret starts, and the pieces that held the
+        rest of it lose those characters (some become empty). Joining the result gives
+        exactly ``scrub_text("".join(pieces))``.
+        """
+        __tracebackhide__ = True
+        text = "".join(pieces)
+        hits = self._hits(text)
+        if not hits:
+            return list(pieces)
+        if self.strict:
+            self._raise(hits[0].rule, text[hits[0].start : hits[0].end], where, pointer)
+        out: list[str] = []
+        h = 0
+        start = 0
+        for piece in pieces:
+            end = start + len(piece)
+            parts: list[str] = []
+            at = start
+            while at < end:
+                while h < len(hits) and hits[h].end <= at:
+                    h += 1
+                if h < len(hits) and hits[h].start < end:
+                    hit = hits[h]
+                    if hit.start > at:
+                        parts.append(text[at : hit.start])
+                        at = hit.start
+                    if at == hit.start:
+                        parts.append(hit.rule.placeholder(text[hit.start : hit.end], self._salt))
+                    at = min(hit.end, end)
+                else:
+                    parts.append(text[at:end])
+                    at = end
+            out.append("".join(parts))
+            start = end
+        return out
+
+    def scrub_event_stream(self, data: bytes, *, where: str) -> bytes:
+        """A server-sent event stream with secrets split across its events scrubbed.
+
+        Providers stream text and tool-call arguments as deltas, so a secret arrives in
+        pieces no single event holds whole. Events whose data is JSON are read; the
+        strings found at the same place in successive events (same event type, same
+        JSON path, same ``index`` / ``output_index`` / ``content_index`` / ``item_id``)
+        are one channel, scrubbed as the text they join into (:meth:`scrub_pieces`).
+        Only the events that change are written again (their data as one compact JSON
+        line); every other byte is kept. Secrets whole inside one event are left to
+        :meth:`scrub_bytes`; returns ``data`` itself when nothing changed.
+        """
+        __tracebackhide__ = True
+        from .adapters.sse import SSEParser
+
+        parser = SSEParser()
+        events = parser.feed(data)
+        events += parser.close()
+        if len(events) < 2:
+            return data
+        docs: dict[int, Any] = {}
+        channels: dict[tuple[Any, ...], list[tuple[int, tuple[Any, ...], str]]] = {}
+        for i, event in enumerate(events):
+            if not event.data.startswith(("{", "[")):
+                continue
+            try:
+                doc = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            docs[i] = doc
+            context: tuple[Any, ...] = ()
+            if isinstance(doc, dict):
+                context = tuple(
+                    str(doc.get(k)) for k in ("index", "output_index", "content_index", "item_id")
+                )
+            for path, label, text in _strings(doc):
+                channels.setdefault((event.event, context, label), []).append((i, path, text))
+        changed: set[int] = set()
+        for (_, _, label), found in channels.items():
+            texts = [text for _, _, text in found]
+            if len(texts) < 2 or all(t == texts[0] for t in texts):
+                continue  # an id or a type repeated in every event: no text to assemble
+            pointer = "/" + "/".join(_escape(str(p)) for p in label)
+            clean = self.scrub_pieces(texts, where=where, pointer=f"{pointer} (streamed)")
+            for (i, path, text), new in zip(found, clean, strict=True):
+                if new != text:
+                    docs[i] = _replaced(docs[i], path, new)
+                    changed.add(i)
+        if not changed:
+            return data
+        out = bytearray()
+        last = 0
+        for i, event in enumerate(events):
+            if i not in changed:
+                continue
+            out += data[last : event.start]
+            out += _with_data(data[event.start : event.end], orjson.dumps(docs[i]))
+            last = event.end
+        out += data[last:]
+        return bytes(out)
+
     # -- headers and URLs -----------------------------------------------------------------
 
     def scrub_headers(
@@ -862,6 +965,61 @@ class Scrubber:
 
 def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
+
+
+def _strings(value: Any) -> list[tuple[tuple[Any, ...], tuple[Any, ...], str]]:
+    """Every string in ``value``: its path, its label (list items by ``index``), itself."""
+    found: list[tuple[tuple[Any, ...], tuple[Any, ...], str]] = []
+    # iterative: this runs for every event of every recorded stream
+    stack: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = [(value, (), ())]
+    while stack:
+        item, path, label = stack.pop()
+        if isinstance(item, str):
+            found.append((path, label, item))
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(sub, str):
+                    found.append(((*path, key), (*label, key), sub))
+                elif isinstance(sub, (dict, list)):
+                    stack.append((sub, (*path, key), (*label, key)))
+        elif isinstance(item, list):
+            for position, sub in enumerate(item):
+                # OpenAI puts choices and tool calls in lists whose items say their
+                # index; the position in one chunk's list says nothing
+                index = sub.get("index") if isinstance(sub, dict) else None
+                name = f"index={index}" if isinstance(index, int) else position
+                stack.append((sub, (*path, position), (*label, name)))
+    return found
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: str) -> Any:
+    """``value`` with the string at ``path`` replaced by ``new`` (in place for containers)."""
+    if not path:
+        return new
+    value[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return value
+
+
+_SSE_EOL = re.compile(rb"\r\n?|\n")
+
+
+def _with_data(block: bytes, data: bytes) -> bytes:
+    """An event's bytes with its data lines replaced by one ``data:`` line holding ``data``."""
+    eol_match = _SSE_EOL.search(block)
+    eol = eol_match.group() if eol_match else b"\n"
+    lines = _SSE_EOL.split(block)
+    kept: list[bytes] = []
+    placed = False
+    for line in lines:
+        if not line:
+            continue
+        if line == b"data" or line.startswith(b"data:"):
+            if not placed:
+                kept.append(b"data: " + data)
+                placed = True
+            continue
+        kept.append(line)
+    return eol.join(kept) + eol + eol
 
 
 def _redact_params(query: str) -> str:

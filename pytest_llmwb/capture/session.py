@@ -22,6 +22,7 @@ threads the host starts are captured too.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import ipaddress
 import re
@@ -44,6 +45,7 @@ from ..exceptions import (
     BundleCorruptError,
     CaptureWarning,
     LiveCallBlockedError,
+    ReplayDriftError,
     ReplayStreamError,
     SecretFoundError,
     UnexpectedCallError,
@@ -370,6 +372,7 @@ class CaptureSession:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        __tracebackhide__ = True
         with _stack_lock:
             if self in _stack:
                 _stack.remove(self)
@@ -399,7 +402,10 @@ class CaptureSession:
             entries, self._deferred = self._deferred, []
         for entry in entries:
             if not entry.failed:  # one that raised to the test already is not raised twice
-                entry.load()
+                try:
+                    entry.load()
+                except SecretFoundError as exc:
+                    raise _without_frames(exc) from None
 
     @property
     def blocked(self) -> list[str]:
@@ -463,9 +469,33 @@ class CaptureSession:
             return call
         if self._fast(call, body):
             return call
-        self._request(call, headers, body)
         try:
-            recorded = run.serve(call.node, call.ordinal, call.kind, call.digest, call.request_json)
+            self._request(call, headers, body)
+        except SecretFoundError as exc:
+            raise _without_frames(exc) from None
+        try:
+            recorded = self._served(call)
+            if recorded is not None:
+                self._serve(call, recorded)
+            elif run.mode == "replay":  # serve() raises first; kept as a guarantee
+                raise LiveCallBlockedError(f"replay blocked a live call: {call.where}")
+        except ReplayDriftError as exc:
+            # an SDK retries (after a back-off) or wraps what its transport raises; a
+            # drift error dressed as the SDK's own error type reaches the test at once
+            raise past_sdk_retries(
+                exc, run.index.raised if run.index is not None else None
+            ) from None
+        if recorded is None:
+            with self._lock:
+                self._pending.add(call)
+        return call
+
+    def _served(self, call: Call) -> Any:
+        """The recorded fact that answers ``call`` (``None``: go live); raises drift."""
+        __tracebackhide__ = True
+        run = self.run
+        try:
+            return run.serve(call.node, call.ordinal, call.kind, call.digest, call.request_json)
         except UnexpectedCallError as exc:
             if run.mode != "replay" or isinstance(exc, LiveCallBlockedError):
                 raise
@@ -479,14 +509,6 @@ class CaptureSession:
                 attempt=call.where,
                 fix=exc.fix,
             ) from None
-        if recorded is not None:
-            self._serve(call, recorded)
-        elif run.mode == "replay":  # serve() raises first; kept as a guarantee
-            raise LiveCallBlockedError(f"replay blocked a live call: {call.where}")
-        else:
-            with self._lock:
-                self._pending.add(call)
-        return call
 
     def stored_url(self, url: str) -> tuple[str, str]:
         """``url`` as stored (scrubbed, no fragment, a loopback port as ``*``) and its host.
@@ -661,7 +683,7 @@ class CaptureSession:
     def _finished(self, call: Call, end: End, error: tuple[str, str] | None) -> None:
         """Take the fact's place in the run; :meth:`_build` makes it when it is read."""
         entry = self.run.append_deferred(
-            call.node, lambda fields: self._build(call, end, error, fields), trace=call.trace
+            call.node, functools.partial(self._build, call, end, error), trace=call.trace
         )
         with self._lock:
             self._pending.discard(call)
@@ -675,8 +697,8 @@ class CaptureSession:
             if call.sent is not None:
                 self._request(call, *call.sent)
             return self._record(call, end, error, fields)
-        except SecretFoundError:
-            raise
+        except SecretFoundError as exc:
+            raise _without_frames(exc) from None
         except Exception as exc:  # pragma: no cover - defensive: keep the call's place
             message = (
                 f"{call.where}: the exchange could not be recorded ({type(exc).__name__}: {exc})"
@@ -739,6 +761,9 @@ class CaptureSession:
                 if clean is not parsed:
                     body = orjson.dumps(clean)
             else:
+                if not kept_encoding and "event-stream" in content_type.lower():
+                    # a secret streamed in pieces: scrubbed as the caller assembles it
+                    body = scrubber.scrub_event_stream(body, where=where)
                 body = scrubber.scrub_bytes(body, where=where)
             chunks = segment_body(body, content_type) if not kept_encoding else [body]
             exchange.status = call.status
@@ -877,6 +902,68 @@ class CaptureSession:
             error=ErrorInfo(type=error[0], message=self._message(error[1])) if error else None,
             **fields,
         )
+
+
+#: The base error classes of SDKs that retry or wrap any other exception their HTTP
+#: client raises, but pass their own errors through at once (read in their
+#: ``_base_client.py``: openai re-raises ``OpenAIError`` as is, anthropic does not wrap
+#: or retry an ``AnthropicError``).
+SDK_ERRORS: tuple[tuple[str, str], ...] = (
+    ("openai", "OpenAIError"),
+    ("anthropic", "AnthropicError"),
+)
+_sdk_proof: dict[tuple[type, tuple[type, ...]], type] = {}
+
+
+def past_sdk_retries(error: ReplayDriftError, raised: list[Any] | None = None) -> ReplayDriftError:
+    """``error`` as an instance of its class that is also each loaded SDK's own error type.
+
+    The openai and anthropic SDKs retry, after back-offs, and wrap in
+    ``APIConnectionError`` whatever their transport raises, except their own errors.
+    The class keeps the name, module and every attribute of the original, so
+    ``pytest.raises(PayloadDriftError)`` and the summary still name the drift. ``raised``
+    (the run's list of drift raised to the host) gets the new instance in place of the
+    old one.
+    """
+    bases: list[type] = []
+    for module_name, name in SDK_ERRORS:
+        module = sys.modules.get(module_name)
+        base = getattr(module, name, None) if module is not None else None
+        if isinstance(base, type) and issubclass(base, Exception) and not isinstance(error, base):
+            bases.append(base)
+    if not bases:
+        return error
+    cls = type(error)
+    key = (cls, tuple(bases))
+    made = _sdk_proof.get(key)
+    if made is None:
+        made = _sdk_proof[key] = type(
+            cls.__name__,
+            (cls, *bases),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__,
+            },
+        )
+    proof: ReplayDriftError = made.__new__(made, *error.args)
+    proof.__dict__.update(error.__dict__)
+    if raised is not None:
+        for i, item in enumerate(raised):
+            if item is error:
+                raised[i] = proof
+    return proof
+
+
+def _without_frames(error: SecretFoundError) -> SecretFoundError:
+    """``error`` without the frames it passed through, to be raised again from here.
+
+    Those frames hold the request as sent (its ``Authorization`` header, the body with
+    the secret) in their arguments and locals, which pytest prints with ``-l`` or
+    ``--tb=long``; the error itself names where the secret was, never the secret.
+    """
+    error.__context__ = None
+    return error.with_traceback(None)
 
 
 def replay_pace(call: Call) -> list[float] | None:

@@ -19,6 +19,7 @@ from pytest_llmwb import (
     UnexpectedCallError,
     load_bundle,
 )
+from pytest_llmwb.verify import compare_run
 
 FIX = "pytest --llmwb-record 'tests/test_x.py::test_y'"
 
@@ -224,9 +225,13 @@ def test_verify_mode_calls_live_and_reports_changed_responses(bundle: Path) -> N
         with pytest.raises(UnexpectedCallError):
             _lookup(run, "C3")
     assert live == ["A1", "B2"]
+    differences = compare_run(run)
     assert run.verify_report == [
-        "node 'answer' ordinal 0: live response differs from the recording"
+        "node 'lookup' ordinal 0 (tool_call): /result/id: 'A1' -> '<absent>'",
+        "node 'lookup' ordinal 1 (tool_call): /result/id: 'B2' -> '<absent>'",
+        "node 'answer' ordinal 0 (model_io): /content: 're: refund?' -> 'something else'",
     ]
+    assert all(d.fails for d in differences)
 
 
 def test_verify_mode_fails_on_request_drift(bundle: Path) -> None:
