@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         UndeclaredNodeError,
         UnexpectedCallError,
         UnknownFactKindError,
+        ViewerWriteError,
     )
     from .recording import (
         Run,
@@ -183,6 +184,7 @@ _EXPORTS: dict[str, str] = {
     "UndeclaredNodeError": "exceptions",
     "UnexpectedCallError": "exceptions",
     "UnknownFactKindError": "exceptions",
+    "ViewerWriteError": "exceptions",
 }
 
 __all__ = [
@@ -250,6 +252,7 @@ __all__ = [
     "UnexpectedCallError",
     "UnknownFactKindError",
     "Usage",
+    "ViewerWriteError",
     "artifact",
     "assert_gate",
     "current_run",
