@@ -100,3 +100,43 @@ class Page:
 def open_page(browser: Any) -> Any:
     """Open a viewer page: ``open_page(path)`` returns a :class:`Page`."""
     return lambda path: Page(browser, path)
+
+
+def big_run(path: Path, calls: int = 250) -> Path:
+    """Record a run of ``4 * calls`` facts (model call, tool call, artifact, gate) at ``path``."""
+    from pytest_llmwb import Cost, Dag, GateDecision, ModelResponse, Reviewer, Run, Usage
+
+    dag = (
+        Dag("big")
+        .model("plan", model="m-1")
+        .tool("fetch")
+        .gate("check")
+        .chain("plan", "fetch", "check")
+    )
+
+    def answer(request: Any) -> ModelResponse:
+        return ModelResponse(
+            content=f"step {request.messages[-1].content}",
+            finish_reason="stop",
+            usage=Usage(input_tokens=10, output_tokens=5),
+        )
+
+    def price(request: Any, response: Any) -> Cost:
+        return Cost(amount="0.0001", source="test prices")
+
+    def decide(subject: Any) -> GateDecision:
+        return GateDecision(decision="approved", reviewer=Reviewer(id="p", kind="policy"))
+
+    with Run("big", dag=dag) as run:
+        for index in range(calls):
+            run.model_io(
+                {"model": "m-1", "messages": [{"role": "user", "content": str(index)}]},
+                answer,
+                node="plan",
+                cost=price,
+            )
+            run.tool_call("fetch", {"index": index}, lambda index=index: {"got": index})
+            made = run.artifact("page", {"index": index}, node="fetch")
+            run.gate("check", subject=made, reviewer=decide)
+    run.save(path)
+    return path
