@@ -42,7 +42,8 @@ _SLOT = re.compile(r"\{\{(csp|title|style|data|script)\}\}")
 
 
 def _asset(name: str) -> str:
-    return resources.files(__package__).joinpath("assets").joinpath(name).read_text(encoding="utf-8")
+    assets = resources.files(__package__).joinpath("assets")
+    return assets.joinpath(name).read_text(encoding="utf-8")
 
 
 def page_data(model: dict[str, Any]) -> str:

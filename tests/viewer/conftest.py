@@ -140,3 +140,7 @@ def big_run(path: Path, calls: int = 250) -> Path:
             run.gate("check", subject=made, reviewer=decide)
     run.save(path)
     return path
+
+
+# the refunds agent in pytester directories, shared with the snapshot tests
+from snapshot.conftest import refunds  # noqa: E402, F401

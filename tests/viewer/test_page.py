@@ -75,7 +75,7 @@ def test_bundle_text_cannot_close_the_data_element(tmp_path: Path) -> None:
     assert page.count("</script>") == 2
     assert "alert(1)" not in page.split('id="llmwb-data">')[0]
     data = embedded(page)  # read up to the first </script>: still the whole, valid JSON
-    asked = [f for f in data["facts"] if f["kind"] == "model_io"][0]
+    asked = next(f for f in data["facts"] if f["kind"] == "model_io")
     assert ATTACK in json.dumps(asked["detail"], ensure_ascii=False)
     assert "<" not in page_data({"text": ATTACK}) and "&" not in page_data({"text": ATTACK})
 
@@ -109,7 +109,7 @@ def test_two_bundles_give_the_diff_marked_on_the_new_run(
 def test_a_changed_dag_marks_its_nodes(tmp_path: Path) -> None:
     old = record(tmp_path / "old")
     new = record(tmp_path / "new", limit="200", lookups="2")
-    path, about = view_bundles([str(old), str(new)], tmp_path / "diff.html")
+    path, _ = view_bundles([str(old), str(new)], tmp_path / "diff.html")
     data = embedded(path.read_text())
     markers = {n["id"]: n["marker"] for n in data["dag"]["nodes"]}
     assert markers == {"lookup": "", "answer": "", "approve": "changed", "refund": ""}
@@ -191,7 +191,7 @@ def test_output_into_a_missing_directory_says_how_to_fix_it(
 
 def test_output_through_a_file_or_onto_a_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(ViewerWriteError, match="the directory .*file is a file"):
+    with pytest.raises(ViewerWriteError, match=r"the directory .*file is a file"):
         view_bundles([str(APPROVED)], tmp_path / "file" / "run.html")
     with pytest.raises(ViewerWriteError, match="it is a directory") as caught:
         view_bundles([str(APPROVED)], tmp_path)
@@ -200,7 +200,7 @@ def test_output_through_a_file_or_onto_a_directory_is_refused(tmp_path: Path) ->
 
 def test_an_unwritable_place_is_named_and_leaves_nothing_behind(tmp_path: Path) -> None:
     # /proc refuses new files even to root, unlike a chmod-ed directory
-    with pytest.raises(ViewerWriteError, match="cannot write the viewer page /proc/run.html: "):
+    with pytest.raises(ViewerWriteError, match=r"cannot write the viewer page /proc/run\.html: "):
         view_bundles([str(APPROVED)], "/proc/run.html")
 
 
