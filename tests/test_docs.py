@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "example_project" / "README.md"]
 GENAI_PAGES = {"pricing.md", "cli.md"}
-PROJECT_PAGES = {"docs/cli.md", "docs/golden.md", "example_project/README.md"}
+PROJECT_PAGES = {"docs/cli.md", "docs/golden.md", "docs/viewer.md", "example_project/README.md"}
 
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 FILE_MARKER = re.compile(r"^#\s*file:\s*(\S+)\s*$")
