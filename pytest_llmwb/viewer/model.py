@@ -38,9 +38,9 @@ FORMAT = "llmwb-view/1"
 _DETAIL_CHARS = 2_000
 
 # Layout grid of the DAG drawing (SVG user units).
-NODE_WIDTH = 172
+NODE_WIDTH = 150
 NODE_HEIGHT = 64
-_COLUMN = NODE_WIDTH + 40
+_COLUMN = NODE_WIDTH + 32
 _ROW = NODE_HEIGHT + 24
 _MARGIN = 12
 
@@ -147,7 +147,7 @@ def _dag(
         "name": dag.name,
         "declared": dag.declared,
         "digest": dag.digest,
-        "width": 2 * _MARGIN + max(columns * _COLUMN - 40, 0),
+        "width": 2 * _MARGIN + max(columns * _COLUMN - 32, 0),
         "height": 2 * _MARGIN + max(rows * _ROW - 24, 0),
         "node_width": NODE_WIDTH,
         "node_height": NODE_HEIGHT,

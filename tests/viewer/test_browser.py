@@ -111,3 +111,34 @@ def test_a_thousand_facts_page_draws_and_filters(
     box = page.driver.find_element(page.by.CSS_SELECTOR, "#timeline input")
     box.send_keys("tool_call")
     assert page.text("#timeline .filter") == "250 of 1000 facts shown"
+
+
+SCREENSHOT = Path(__file__).parents[2] / "example_project" / "viewer.png"
+SHOWN = APPROVED.parent / "test_refund_over_the_limit_is_rejected_for_review"
+
+
+def test_the_example_projects_screenshot_is_of_this_viewer(
+    tmp_path: Path,
+    open_page: Any,
+    browser: Any,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Made by this test: ``LLMWB_UPDATE_SCREENSHOT=1 pytest -k screenshot tests/viewer``."""
+    import os
+
+    root = SCREENSHOT.parents[1]
+    monkeypatch.chdir(root)  # the page names the bundle as a user at the root would
+    path, _ = view_bundles([str(SHOWN.relative_to(root))], tmp_path / "rejected.html")
+    browser.set_window_size(1100, 900)
+    try:
+        page = open_page(path)
+        assert "rejected" in page.text('[data-gate="approve_refund"]')
+        shot = page.screenshot(tmp_path / "viewer.png", request)
+    finally:
+        browser.set_window_size(1280, 1600)
+    if os.environ.get("LLMWB_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.write_bytes(shot.read_bytes())
+    data = SCREENSHOT.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) < 200_000

@@ -127,7 +127,7 @@
       g.appendChild(tip);
       g.appendChild(svg("rect", { width: w, height: h, rx: 7, ry: 7 }));
       var lines = [
-        [clip(n.id, 21), "id", 20],
+        [clip(n.id, 19), "id", 20],
         [n.kind + (n.marker ? "  " + (MARKS[n.marker] || n.marker) : ""), "kind", 37],
         [n.spend.calls ? n.spend.tokens + " tok" + (n.spend.cost ? " \u00b7 " + n.spend.cost : "") : "no model calls", "spend", 54]
       ];
