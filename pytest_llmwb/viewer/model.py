@@ -26,7 +26,7 @@ from ..diff.engine import (
     fact_label,
 )
 from ..diff.render import render_json
-from ..schema import ArtifactFact, DagSnapshot, GateFact
+from ..schema import ArtifactFact, DagSnapshot, GateFact, ModelIOFact
 
 __all__ = ["FORMAT", "diff_model", "run_model"]
 
@@ -36,6 +36,10 @@ FORMAT = "llmwb-view/1"
 # Long strings in a fact's detail are clipped: a page stays small for runs with long
 # prompts, and the bundle keeps the full text.
 _DETAIL_CHARS = 2_000
+
+# A gate card lists the facts on its path nearest to it; a long run's later gates
+# would otherwise repeat most of the run each (a page quadratic in the run's length).
+MAX_CAUSES = 25
 
 # Layout grid of the DAG drawing (SVG user units).
 NODE_WIDTH = 150
@@ -173,6 +177,16 @@ def _fact(fact: Any) -> dict[str, Any]:
     }
 
 
+def _path_spend(causes: Sequence[Any]) -> Spend:
+    # only the total: summarize() would also roll up every artifact on the path, and
+    # artifacts derived from all calls before them made that cubic over a long run
+    spend = Spend()
+    for fact in causes:
+        if isinstance(fact, ModelIOFact):
+            spend.add(fact)
+    return spend
+
+
 def _gate(run: RunLike, gate: GateFact, facts: Sequence[Any]) -> dict[str, Any]:
     from ..explain import cause_lines, gate_path
 
@@ -198,9 +212,10 @@ def _gate(run: RunLike, gate: GateFact, facts: Sequence[Any]) -> dict[str, Any]:
         "path_nodes": path.nodes,
         "causes": [
             {"seq": cause.seq, "lines": [line.strip() for line in cause_lines(cause)]}
-            for cause in path.causes
+            for cause in path.causes[-MAX_CAUSES:]
         ],
-        "spent": summarize(path.causes).total.describe(),
+        "causes_total": len(path.causes),
+        "spent": _path_spend(path.causes).describe(),
         "marker": "",
         "changes": [],
     }

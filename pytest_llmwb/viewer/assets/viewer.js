@@ -159,7 +159,10 @@
     if (g.reviewed !== null && g.reviewed !== undefined) add(card, el("div", "", el("div", "sub", "reviewed"), el("pre", "", json(g.reviewed))));
     if (g.edit !== null && g.edit !== undefined) add(card, el("div", "", el("div", "sub", "edit"), el("pre", "", json(g.edit))));
     if (g.changes && g.changes.length) add(card, valueChanges(g.changes));
-    add(card, el("div", "sub", "what led to it (" + g.causes.length + " facts on the path " + g.path_nodes.join(" \u2192 ") + "):"));
+    add(card, el("div", "sub", "what led to it (" + g.causes_total + " facts on the path " + g.path_nodes.join(" \u2192 ") + "):"));
+    if (g.causes_total > g.causes.length) {
+      add(card, el("div", "sub", "\u2026 " + (g.causes_total - g.causes.length) + " earlier facts (in the timeline), then the last " + g.causes.length + ":"));
+    }
     var ol = el("ol", "causes");
     g.causes.forEach(function (c) {
       var li = el("li");
