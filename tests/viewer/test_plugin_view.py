@@ -96,3 +96,23 @@ def test_an_unwritable_view_dir_does_not_hide_the_failure(
     result = pytester.runpytest("--llmwb-view-dir", "pages", "test_flow.py::test_refund")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*GoldenMismatchError*", "no viewer page: *pages*"])
+
+
+def test_pages_written_by_xdist_workers_are_listed_once(
+    pytester: pytest.Pytester, refunds: Refunds
+) -> None:
+    pytester.makepyfile(
+        test_two="import refunds\n\n"
+        "def test_one(llmwb):\n    refunds.handle()\n\n"
+        "def test_two(llmwb):\n    refunds.handle()\n"
+    )
+    pytester.runpytest("--llmwb-record").assert_outcomes(passed=2)
+    refunds.offline()
+    refunds.set(signature="Ana, support")
+    result = pytester.runpytest("-p", "xdist", "-n", "2", "--llmwb-view-dir", "pages")
+    result.assert_outcomes(passed=2, errors=2)
+    pages = sorted(p.name for p in (pytester.path / "pages").iterdir())
+    assert len(pages) == 2
+    result.stdout.fnmatch_lines(
+        ["*2 viewer page(s) of failed tests:", f"  pages/{pages[0]}", f"  pages/{pages[1]}"]
+    )
