@@ -571,8 +571,13 @@ def _view_failed(item: pytest.Item, run: Run, run_mode: str, path: Path) -> None
             bundle_path=path,
             view_dir=view_dir,
         )
-    except (LlmwbError, OSError) as exc:  # the test's own failure is the one to report
+    except LlmwbError as exc:  # the test's own failure is the one to report
         item.add_report_section("teardown", "llmwb view", f"no viewer page: {exc}")
+        return
+    except Exception as exc:  # a page is a courtesy: it must not replace the failure
+        item.add_report_section(
+            "teardown", "llmwb view", f"no viewer page: {type(exc).__name__}: {exc}"
+        )
         return
     item.user_properties.append(("llmwb_view", str(page)))
     item.add_report_section("teardown", "llmwb view", f"viewer page: {page}")

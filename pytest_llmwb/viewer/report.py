@@ -39,5 +39,13 @@ def failed_test_page(
             name=test_id,
             source="recorded live by the failed test (not written as its bundle)",
         )
-    view_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        view_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..exceptions import ViewerWriteError
+
+        raise ViewerWriteError(
+            f"cannot make the viewer page directory {view_dir}: {exc.strerror or exc}",
+            fix="point --llmwb-view-dir (or the llmwb_view_dir ini key) at a writable directory",
+        ) from None
     return write_page(target, page)

@@ -95,7 +95,13 @@ def test_an_unwritable_view_dir_does_not_hide_the_failure(
     (pytester.path / "pages").write_text("a file, not a directory")
     result = pytester.runpytest("--llmwb-view-dir", "pages", "test_flow.py::test_refund")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*GoldenMismatchError*", "no viewer page: *pages*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*GoldenMismatchError*",
+            "no viewer page: cannot make the viewer page directory *pages: File exists",
+            "fix: point --llmwb-view-dir (or the llmwb_view_dir ini key) at a writable directory",
+        ]
+    )
 
 
 def test_pages_written_by_xdist_workers_are_listed_once(
