@@ -37,7 +37,7 @@ def gate_path(run: Any, gate: GateFact, facts: Sequence[Any] | None = None) -> G
     facts = list(run.facts) if facts is None else facts
     subject = gate.subject
     reviewed: Any = None
-    derived: list[int] = []
+    derived: set[int] = set()
     if subject is not None:
         if subject.kind == "value":
             reviewed = subject.value
@@ -45,7 +45,7 @@ def gate_path(run: Any, gate: GateFact, facts: Sequence[Any] | None = None) -> G
             source = next((f for f in facts if f.seq == subject.seq), None)
             if isinstance(source, ArtifactFact):
                 reviewed = source.content
-                derived = list(source.derived_from)
+                derived = set(source.derived_from)
             elif isinstance(source, ToolCallFact):
                 reviewed = {"tool": source.tool, "arguments": source.arguments}
     path = upstream_nodes(run.dag, gate.node)

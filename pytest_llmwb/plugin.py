@@ -713,7 +713,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Per test that used a run: mode, calls, tokens, cost and gates; then bundles written."""
+    """Per test that used a run: mode, calls, tokens, cost and gates; bundles written; pages."""
     written: set[str] = set()
     pages: set[str] = set()
     rows: dict[str, dict[str, Any]] = {}
