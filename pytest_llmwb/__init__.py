@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         UndeclaredNodeError,
         UnexpectedCallError,
         UnknownFactKindError,
+        ViewerWriteError,
     )
     from .recording import (
         Run,
@@ -193,6 +194,7 @@ _EXPORTS: dict[str, str] = {
     "UndeclaredNodeError": "exceptions",
     "UnexpectedCallError": "exceptions",
     "UnknownFactKindError": "exceptions",
+    "ViewerWriteError": "exceptions",
 }
 
 __all__ = [
@@ -264,6 +266,7 @@ __all__ = [
     "UnexpectedCallError",
     "UnknownFactKindError",
     "Usage",
+    "ViewerWriteError",
     "artifact",
     "assert_gate",
     "current_run",

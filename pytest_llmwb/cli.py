@@ -180,6 +180,28 @@ def cost(path: str, out: TextIO) -> int:
     return 0
 
 
+def view(bundles: list[str], output: str | None, out: TextIO) -> int:
+    """Write the viewer page of one bundle, or of two compared, and say where."""
+    from .exceptions import ConfigError
+
+    if len(bundles) > 2:
+        raise ConfigError(
+            f"llmwb view takes one bundle or two (OLD NEW), got {len(bundles)}",
+            fix="llmwb view BUNDLE -o run.html, or llmwb view OLD NEW -o diff.html",
+        )
+    from .viewer import view_bundles
+
+    path, about = view_bundles(bundles, output)
+    if len(bundles) == 1:
+        out.write(
+            f"wrote {path}: run {about['run']}, {about['facts']} facts, "
+            f"{about['gates']} gate decision(s), {about['nodes']} DAG node(s)\n"
+        )
+    else:
+        out.write(f"wrote {path}: {about['summary']}\n")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmwb",
@@ -291,6 +313,21 @@ def _parser() -> argparse.ArgumentParser:
     export_cmd.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout"
     )
+    view_cmd = commands.add_parser(
+        "view",
+        help="write one self-contained HTML page of a run (DAG, gates, timeline, costs), "
+        "or of two runs compared",
+    )
+    view_cmd.add_argument(
+        "bundles", nargs="+", metavar="BUNDLE", help="a bundle directory; or OLD NEW to compare"
+    )
+    view_cmd.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="the page to write (default: <bundle directory name>.html, or "
+        "<NEW directory name>.diff.html, in the current directory)",
+    )
     textconv_cmd = commands.add_parser(
         "textconv", help="a bundle file as readable text, for git (diff.llmwb.textconv)"
     )
@@ -337,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .otel.export import export_bundles
 
             return export_bundles(args.bundles, args.format, args.output, sys.stdout)
+        if args.command == "view":
+            return view(args.bundles, args.output, sys.stdout)
         if args.command == "textconv":
             from .textconv import textconv
 

@@ -48,6 +48,7 @@ __all__ = [
     "UndeclaredNodeError",
     "UnexpectedCallError",
     "UnknownFactKindError",
+    "ViewerWriteError",
 ]
 
 
@@ -160,6 +161,10 @@ class BundleWriteError(BundleError):
 
 class BundleConflictError(BundleError):
     """Two tests would write the same bundle in one recording session."""
+
+
+class ViewerWriteError(LlmwbError):
+    """A viewer page (``llmwb view -o``, ``--llmwb-view-dir``) could not be written."""
 
 
 # --- the DAG ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .assertions import describe_gate
@@ -11,7 +13,51 @@ from .recording import upstream_nodes
 from .replay import short
 from .schema import ArtifactFact, GateFact, ModelIOFact, ToolCallFact
 
-__all__ = ["explain_gate"]
+__all__ = ["GatePath", "cause_lines", "explain_gate", "gate_path"]
+
+
+@dataclass(frozen=True)
+class GatePath:
+    """What led a gate to its decision, read from the run's DAG and facts.
+
+    ``reviewed`` is what the reviewer saw (an artifact's content, a tool call, a value;
+    ``None`` when the bundle does not say), ``nodes`` the DAG nodes upstream of the
+    gate's node, in declaration order, and ``causes`` the model calls, tool calls, gates
+    and artifacts before the gate on those nodes (or that the reviewed artifact was
+    derived from).
+    """
+
+    reviewed: Any
+    nodes: list[str]
+    causes: list[Any]
+
+
+def gate_path(run: Any, gate: GateFact, facts: Sequence[Any] | None = None) -> GatePath:
+    """The :class:`GatePath` of ``gate`` in ``run`` (a bundle, or anything with dag and facts)."""
+    facts = list(run.facts) if facts is None else facts
+    subject = gate.subject
+    reviewed: Any = None
+    derived: set[int] = set()
+    if subject is not None:
+        if subject.kind == "value":
+            reviewed = subject.value
+        elif subject.seq is not None:
+            source = next((f for f in facts if f.seq == subject.seq), None)
+            if isinstance(source, ArtifactFact):
+                reviewed = source.content
+                derived = set(source.derived_from)
+            elif isinstance(source, ToolCallFact):
+                reviewed = {"tool": source.tool, "arguments": source.arguments}
+    path = upstream_nodes(run.dag, gate.node)
+    causes = [
+        f
+        for f in facts
+        if f.seq < gate.seq
+        and isinstance(f, (ModelIOFact, ToolCallFact, GateFact, ArtifactFact))
+        and (f.seq in derived or path is None or f.node in path)
+    ]
+    nodes = [n for n in run.dag.node_ids if path is None or n in path]
+    return GatePath(reviewed, nodes, causes)
 
 
 def _text(value: Any, width: int = 100) -> str:
@@ -20,7 +66,8 @@ def _text(value: Any, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _cause(fact: Any) -> list[str]:
+def cause_lines(fact: Any) -> list[str]:
+    """The lines that say what one fact on a gate's path did (``llmwb explain``)."""
     if isinstance(fact, ModelIOFact):
         head = f"#{fact.seq} model_io on {fact.node}: {fact.provider}/{fact.request.model}"
         head += f", {fact.usage.input_tokens} in / {fact.usage.output_tokens} out tokens"
@@ -69,40 +116,19 @@ def explain_gate(bundle: Any, gate_id: str | None, out: TextIO) -> int:
             f"(gates that fired: {', '.join(fired) or 'none'})",
             fix="pass one of those with --gate, or leave --gate out to explain every gate",
         )
-    by_seq = {f.seq: f for f in facts}
     for index, gate in enumerate(gates):
         if index:
             out.write("\n")
         out.write("\n".join(describe_gate(gate)) + "\n")
-        subject = gate.subject
-        reviewed: Any = None
-        derived: list[int] = []
-        if subject is not None:
-            if subject.kind == "value":
-                reviewed = subject.value
-            elif subject.seq is not None and subject.seq in by_seq:
-                source = by_seq[subject.seq]
-                if isinstance(source, ArtifactFact):
-                    reviewed = source.content
-                    derived = list(source.derived_from)
-                elif isinstance(source, ToolCallFact):
-                    reviewed = {"tool": source.tool, "arguments": source.arguments}
-            if reviewed is not None:
-                out.write(f"  reviewed: {_text(reviewed, 300)}\n")
+        path = gate_path(bundle, gate, facts)
+        if path.reviewed is not None:
+            out.write(f"  reviewed: {_text(path.reviewed, 300)}\n")
         if gate.edit is not None:
             out.write(f"  edit:     {_text(gate.edit, 300)}\n")
-        path = upstream_nodes(bundle.dag, gate.node)
-        causes = [
-            f
-            for f in facts
-            if f.seq < gate.seq
-            and isinstance(f, (ModelIOFact, ToolCallFact, GateFact, ArtifactFact))
-            and (f.seq in derived or path is None or f.node in path)
-        ]
-        nodes = [n for n in bundle.dag.node_ids if path is None or n in path]
+        causes, nodes = path.causes, path.nodes
         out.write(f"\nwhat led to it ({len(causes)} facts on the path {' -> '.join(nodes)}):\n")
         for fact in causes:
-            out.write("".join(f"  {line}\n" for line in _cause(fact)))
+            out.write("".join(f"  {line}\n" for line in cause_lines(fact)))
         spend = summarize(causes).total
         out.write(f"spent on that path: {spend.describe()}\n")
     return 0

@@ -173,6 +173,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    group.addoption(
+        "--llmwb-view-dir",
+        action="store",
+        dest="llmwb_view_dir",
+        default=None,
+        metavar="DIR",
+        help="Write a viewer page (self-contained HTML: DAG, gates, timeline, costs; for a "
+        "replayed test, the diff against its bundle) for each failed llmwb test into DIR.",
+    )
+    parser.addini(
+        "llmwb_view_dir",
+        "Directory (relative to the ini file) for viewer pages of failed llmwb tests "
+        "(like --llmwb-view-dir; default: none are written).",
+        default="",
+    )
     parser.addini(
         "llmwb_price_file",
         "TOML or JSON price file (relative to the ini file) that overrides genai-prices; "
@@ -420,12 +435,17 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     if marker.get("dag") is not None:
         run.declare(marker["dag"])
     capture = _capture(item, marker, run)
+    finished = False
     try:
         with run, capture:
             yield run
         _finish(item, run, mode, run_mode, path, marker, capture)
+        finished = True
     finally:  # whatever failed (a strict secret as capture ended, a check), warn as well
         capture.emit_warnings(stacklevel=2)
+        report = item.stash.get(_report_key, None)
+        if not finished or (report is not None and report.failed):
+            _view_failed(item, run, run_mode, path)
 
 
 def _check_transitions(config: pytest.Config, marker: dict[str, Any]) -> bool:
@@ -622,6 +642,46 @@ def _finish(
         )
 
 
+def _view_dir(config: pytest.Config) -> Path | None:
+    """Where viewer pages of failed tests go: option (from the invocation dir) > ini."""
+    option = str(config.getoption("llmwb_view_dir") or "")
+    if option:
+        return config.invocation_params.dir / option
+    ini = str(config.getini("llmwb_view_dir"))
+    if ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return base / ini
+    return None
+
+
+def _view_failed(item: pytest.Item, run: Run, run_mode: str, path: Path) -> None:
+    """Write the viewer page of a failed test, when asked to; never hide the failure."""
+    view_dir = _view_dir(item.config)
+    if view_dir is None:
+        return
+    from .exceptions import LlmwbError
+    from .viewer.report import failed_test_page
+
+    try:
+        page = failed_test_page(
+            run,
+            test_id=item.nodeid,
+            replayed=run_mode in ("replay", "verify"),
+            bundle_path=path,
+            view_dir=view_dir,
+        )
+    except LlmwbError as exc:  # the test's own failure is the one to report
+        item.add_report_section("teardown", "llmwb view", f"no viewer page: {exc}")
+        return
+    except Exception as exc:  # a page is a courtesy: it must not replace the failure
+        item.add_report_section(
+            "teardown", "llmwb view", f"no viewer page: {type(exc).__name__}: {exc}"
+        )
+        return
+    item.user_properties.append(("llmwb_view", str(page)))
+    item.add_report_section("teardown", "llmwb view", f"viewer page: {page}")
+
+
 def _keep_failed(item: pytest.Item, run: Run, path: Path) -> None:
     """Save the run of a failed test aside, for inspection; the bundle stays as it was."""
     from .store import safe_dirname
@@ -753,17 +813,20 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Per test that used a run: mode, calls, tokens, cost and gates; then bundles written."""
+    """Per test that used a run: mode, calls, tokens, cost and gates; bundles written; pages."""
     written: set[str] = set()
+    pages: set[str] = set()
     rows: dict[str, dict[str, Any]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             for key, value in getattr(report, "user_properties", ()):
                 if key == "llmwb_written":
                     written.add(value)
+                elif key == "llmwb_view":
+                    pages.add(value)
                 elif key == "llmwb" and getattr(report, "when", None) == "teardown":
                     rows[report.nodeid] = value
-    if not rows and not written:
+    if not rows and not written and not pages:
         return
     terminalreporter.write_sep("-", "llmwb")
     shown = sorted(rows.items())
@@ -791,4 +854,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if written:
         terminalreporter.write_line(f"{len(written)} bundle(s) written:")
         for path in sorted(written):
+            terminalreporter.write_line(f"  {os.path.relpath(path)}")
+    if pages:
+        terminalreporter.write_line(f"{len(pages)} viewer page(s) of failed tests:")
+        for path in sorted(pages):
             terminalreporter.write_line(f"  {os.path.relpath(path)}")

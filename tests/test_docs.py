@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "example_project" / "README.md"]
 GENAI_PAGES = {"pricing.md", "cli.md"}
-PROJECT_PAGES = {"docs/cli.md", "docs/golden.md", "example_project/README.md"}
+PROJECT_PAGES = {"docs/cli.md", "docs/golden.md", "docs/viewer.md", "example_project/README.md"}
 
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 FILE_MARKER = re.compile(r"^#\s*file:\s*(\S+)\s*$")
@@ -261,6 +261,9 @@ def docs_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     # edited modules must be read afresh, never from a stale .pyc of the same size
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     for name in ("LLMWB_EXAMPLE_PROVIDER", "LLMWB_EXAMPLE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    # pages run pytest as users do, not as an xdist worker (syrupy prints no report there)
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
     # hypothesis's plugin costs over a second per in-process run and plays no part here
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
