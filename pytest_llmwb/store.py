@@ -492,15 +492,16 @@ def _read_regular(
         raise BundleCorruptError(
             f"{path.name} cannot be read: {exc.strerror or exc}", path=str(path), fix=_RECORD_FIX
         ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise BundleCorruptError(
+            f"{path.name} is {what}: a bundle holds regular files only",
+            path=str(path),
+            fix=_RECORD_FIX,
+        )
     with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise BundleCorruptError(
-                f"{path.name} is {what}: a bundle holds regular files only",
-                path=str(path),
-                fix=_RECORD_FIX,
-            )
         if info.st_size > limit:
             raise BundleCorruptError(
                 f"{path.name} is {info.st_size} bytes, over the {limit}-byte limit for this file",
@@ -671,8 +672,8 @@ def _inline(
     value: Any, blobs_dir: Path, facts_path: Path, line: int, seen: set[str] | None = None
 ) -> Any:
     if isinstance(value, dict):
-        ref = value.get(BLOB_KEY)
-        if ref is not None and len(value) == 2:
+        if BLOB_KEY in value and len(value) == 2:
+            ref = value[BLOB_KEY]
             data = read_blob(blobs_dir, ref, referrer=(facts_path, line))
             if seen is not None:
                 seen.add(ref)
@@ -936,27 +937,19 @@ def load_bundle(
     dag_path = root / DAG
     dag_bytes = _read(dag_path, MAX_DAG_BYTES)
     dag: DagSnapshot = _validated(DagSnapshot, _loads(dag_bytes, dag_path), dag_path)
+    _check_dag(dag, manifest, dag_path)  # first: it names the node and key edited
     _check_digest(dag_bytes, manifest.files[DAG], dag_path, root)
-    _check_dag(dag, manifest, dag_path)
 
     volatile_path = root / VOLATILE
     volatile_bytes = _read(volatile_path, MAX_VOLATILE_BYTES)
-    _check_digest(volatile_bytes, manifest.files[VOLATILE], volatile_path, root)
     volatile = check_volatile(
         _loads(volatile_bytes, volatile_path), volatile_path, manifest.fact_count
     )
+    _check_digest(volatile_bytes, manifest.files[VOLATILE], volatile_path, root)
     volatile_facts: dict[str, Any] = volatile["facts"]
 
     facts_path = root / FACTS
     facts_bytes = _read(facts_path, sys.maxsize)
-    # checked before any line is parsed: nothing from an edited file reaches the parser
-    # (a hand edit, when intended, is accepted by ``llmwb rehash``)
-    if digest_bytes(facts_bytes) != manifest.facts_digest:
-        raise BundleIntegrityError(
-            "facts.jsonl does not match the digest in manifest.json (edited after recording)",
-            path=str(facts_path),
-            fix=f"{_RECORD_FIX}; or accept the edit with: llmwb rehash {root}",
-        )
     blobs_dir = root / BLOBS
     blob_key = BLOB_KEY.encode()
     verified: set[str] = set()
@@ -1006,6 +999,14 @@ def load_bundle(
             + (" (truncated?)" if count < manifest.fact_count else ""),
             path=str(facts_path),
             fix=_RECORD_FIX,
+        )
+    # after parsing, so that a truncated or malformed file is reported at its line; the
+    # parser is bounded and reads only validated blob names, so that order is safe
+    if digest_bytes(facts_bytes) != manifest.facts_digest:
+        raise BundleIntegrityError(
+            "facts.jsonl does not match the digest in manifest.json (edited after recording)",
+            path=str(facts_path),
+            fix=f"{_RECORD_FIX}; or accept the edit with: llmwb rehash {root}",
         )
     _check_blobs(root, manifest, verified, referenced | verified)
     kept: Sequence[Any] = LazyFacts(facts_bytes, spans, load) if lazy else facts
