@@ -172,6 +172,9 @@ def readable_facts(data: bytes, blobs: Path | None = None) -> str:
             out += [f"line {number}: not a JSON object", f"  {line.decode(errors='replace')}"]
             continue
         record = inline_blobs(record, blobs)
+        if not isinstance(record, dict):  # the whole record was a blob reference
+            out += [f"line {number}: not a JSON object", f"  {line.decode(errors='replace')}"]
+            continue
         out.append(_fact_header(record))
         kind = record.get("kind")
         out += _field_lines(
@@ -274,6 +277,11 @@ def textconv_bytes(kind: str | None, data: bytes, blobs: Path | None = None) -> 
     except RecursionError:
         return "(nested too deeply to show field by field; shown as stored)\n" + data.decode(
             errors="replace"
+        )
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # a shape no bundle writer makes: still a viewer's job to show it
+        return f"(not of the expected shape: {type(exc).__name__}; shown as stored)\n" + (
+            data.decode(errors="replace")
         )
     if kind == "volatile.json":
         return VOLATILE_TEXT
