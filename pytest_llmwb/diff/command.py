@@ -93,11 +93,19 @@ def check_versions(old: Path, new: Path, old_name: str, new_name: str) -> None:
             f"{SCHEMA_VERSION} and cannot read it",
             fix="upgrade, then compare again: pip install -U pytest-llmwb",
         )
+    if version == 1:
+        path = old if name == old_name else new
+        raise SchemaVersionError(
+            f"cannot compare bundles of two schema versions: {both}. {name} was written "
+            f"before manifests covered every file; this pytest-llmwb ({__version__}) reads "
+            f"schema_version {SCHEMA_VERSION}",
+            fix=f"record the run of {name} again (pytest --llmwb-record <test id>), or, for a "
+            f"bundle you trust, upgrade it in place: llmwb rehash {path}",
+        )
     raise SchemaVersionError(
         f"cannot compare bundles of two schema versions: {both}. This pytest-llmwb "
-        f"({__version__}) reads schema_version {SCHEMA_VERSION}, the first it ever wrote, so "
-        f"there is no migration from {version!r}: {name} was not written by pytest-llmwb "
-        "or was edited by hand",
+        f"({__version__}) reads schema_version {SCHEMA_VERSION}, so there is no migration "
+        f"from {version!r}: {name} was not written by pytest-llmwb or was edited by hand",
         fix=f"record the run of {name} again (pytest --llmwb-record <test id>) and compare "
         "that recording",
     )

@@ -357,7 +357,7 @@ def test_facts_edited_after_recording_fails_digest_and_mentions_rehash(
 
 def test_volatile_file_is_required_since_the_manifest_covers_it(sample_bundle: Path) -> None:
     (sample_bundle / "volatile.json").unlink()
-    with pytest.raises(BundleCorruptError, match="volatile.json is missing"):
+    with pytest.raises(BundleCorruptError, match=r"volatile.json is missing"):
         load_bundle(sample_bundle)
 
 
