@@ -8,7 +8,9 @@ Layout of a bundle directory::
     volatile.json   wall times, durations, trace and span ids, by fact seq
     blobs/<hex>     strings larger than BLOB_THRESHOLD, by sha256 of their UTF-8 bytes
 
-Only ``volatile.json`` changes when unchanged behaviour is recorded again.
+Only ``volatile.json`` (and its digest in the manifest) changes when unchanged
+behaviour is recorded again. The manifest covers every other file: ``load_bundle``
+checks each file and blob against it before anything is returned.
 """
 
 from __future__ import annotations
