@@ -194,7 +194,7 @@ def _loaders(base: Path, bundle: Path) -> Iterator[tuple[str, Any]]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=50,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -215,3 +215,57 @@ def test_loaders_raise_only_llmwb_errors_on_mutated_bundles(
                 pass
             except Exception as exc:  # the bug this test exists to catch
                 raise AssertionError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+# --- the crashes issue #10 listed, each pinned ------------------------------------------------
+
+
+def _resealed_copy(base: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(base, tmp_path / base.name))
+
+
+def test_a_huge_integer_in_a_dag_config_is_a_bundle_error(
+    bases: list[Path], tmp_path: Path
+) -> None:
+    bundle = _resealed_copy(bases[0], tmp_path)
+    dag = orjson.loads((bundle / "dag.json").read_bytes())
+    dag["nodes"][0]["config"]["temperature"] = 2**63
+    (bundle / "dag.json").write_bytes(orjson.dumps(dag))
+    _reseal(bundle)
+    with pytest.raises(LlmwbError, match="cannot be digested"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize("value", [[1], "x", 5, {"1": 5}, {"1": {"at": 5}}])
+def test_a_wrongly_typed_volatile_file_is_a_bundle_error(
+    bases: list[Path], tmp_path: Path, value: Any
+) -> None:
+    bundle = _resealed_copy(bases[0], tmp_path)
+    (bundle / "volatile.json").write_bytes(orjson.dumps({"run": {}, "facts": value}))
+    _reseal(bundle)
+    with pytest.raises(LlmwbError, match=r"volatile.json"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("name", "document"),
+    [
+        ("dag.json", {"nodes": [1], "edges": 2}),
+        ("manifest.json", {"blobs": 5, "labels": [1]}),
+        ("facts.jsonl", {"kind": ["x"], "node": 1}),
+        ("facts.jsonl", {"$blob": "sha256:/dev/zero", "bytes": 1}),
+        ("dag.json", b"[" * 900 + b'"leaf"' + b"]" * 900),
+        ("facts.jsonl", b'{"kind":"step","x":' + b"[" * 1000 + b"]" * 1000 + b"}"),
+    ],
+)
+def test_textconv_shows_any_shape_as_stored(tmp_path: Path, name: str, document: Any) -> None:
+    path = tmp_path / name
+    raw = document if isinstance(document, bytes) else orjson.dumps(document)
+    path.write_bytes(raw + b"\n")
+    assert textconv(path, blobs=tmp_path / "blobs")
+
+
+def test_textconv_of_a_directory_is_a_bundle_error(tmp_path: Path) -> None:
+    (tmp_path / "facts.jsonl").mkdir()
+    with pytest.raises(LlmwbError, match="not a regular file"):
+        textconv(tmp_path / "facts.jsonl")
