@@ -262,6 +262,11 @@ def docs_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     for name in ("LLMWB_EXAMPLE_PROVIDER", "LLMWB_EXAMPLE_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    # a documented pytest run is a user's, not an xdist worker's: under -n, syrupy would
+    # read the worker's variables and leave its report ("1 snapshot passed.") to a
+    # controller that does not exist in here
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     # hypothesis's plugin costs over a second per in-process run and plays no part here
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
     monkeypatch.setenv("COLUMNS", "80")
