@@ -16,6 +16,7 @@ __all__ = [
     "BundleConflictError",
     "BundleCorruptError",
     "BundleError",
+    "BundleIntegrityError",
     "BundleNotFoundError",
     "BundleWriteError",
     "CaptureWarning",
@@ -145,6 +146,14 @@ class BundleCorruptError(BundleError):
         if field:
             where += f" (field {field!r})"
         super().__init__(f"{message}\n  in {where}", fix=fix)
+
+
+class BundleIntegrityError(BundleCorruptError):
+    """A bundle file or blob does not match the digest its manifest holds for it.
+
+    Also raised for a blob file the manifest does not list, and, by ``llmwb rehash``,
+    for a fact that no longer says what the wire exchange it was recorded from says.
+    """
 
 
 class UnknownFactKindError(BundleCorruptError):

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: Version of the on-disk format. Bumped on any incompatible change.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The OpenTelemetry GenAI semantic conventions the field names follow.
 OTEL_GENAI_SEMCONV_VERSION = "1.37.0"
 
@@ -401,6 +401,9 @@ class Manifest(_Model):
 
     ``facts_digest`` is the sha256 of ``facts.jsonl`` as stored and ``fact_count`` its
     number of records, so that a truncated or edited file is detected on load.
+    ``files`` holds the sha256 of each other file as stored (``dag.json``,
+    ``facts.jsonl``, ``volatile.json``) and ``blobs`` names every file of ``blobs/`` by
+    the sha256 of its bytes: together they cover every file of the bundle.
     """
 
     schema_version: int
@@ -409,6 +412,7 @@ class Manifest(_Model):
     dag_digest: str
     fact_count: int = Field(ge=0)
     facts_digest: str
+    files: dict[str, str] = Field(default_factory=dict)
     blobs: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
 

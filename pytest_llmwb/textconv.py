@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,24 +63,52 @@ _IN_HEADER = {
 }
 
 
+#: A blob reference names a file inside ``blobs/`` only when it is exactly this.
+_BLOB_REF = re.compile(r"sha256:[0-9a-f]{64}")
+#: Blobs larger than this are shown as a placeholder, never read.
+MAX_SHOWN_BLOB_BYTES = 64 * 1024 * 1024
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _regular_bytes(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most ``limit`` bytes, else ``None``.
+
+    Never blocks (a FIFO is opened without waiting for a writer, then refused).
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        try:
+            data = handle.read(info.st_size + 1) if info.st_size else handle.readall()
+        except OSError:
+            return None
+    return bytes(data) if data is not None and len(data) <= limit else None
+
+
 def _blob_text(value: dict[str, Any], blobs: Path | None) -> str:
-    ref = str(value.get(_BLOB_KEY))
+    ref = value.get(_BLOB_KEY)
+    if not isinstance(ref, str) or _BLOB_REF.fullmatch(ref) is None:
+        return f"<not a blob reference: {orjson.dumps(ref).decode()[:80]}>"
     if blobs is not None:
         from .codec import digest_bytes
 
-        try:
-            data = (blobs / ref.removeprefix("sha256:")).read_bytes()
-        except OSError:
-            data = None
+        data = _regular_bytes(blobs / ref.removeprefix("sha256:"), MAX_SHOWN_BLOB_BYTES)
         if data is not None and digest_bytes(data) == ref:
             return data.decode(errors="replace")
-    return f"<blob {ref[:19]}, {value.get('bytes', '?')} bytes>"
+    size = value.get("bytes")
+    return f"<blob {ref[:19]}, {size if isinstance(size, int) else '?'} bytes>"
 
 
 def inline_blobs(value: Any, blobs: Path | None) -> Any:
     """``value`` with blob references replaced by their text (or a placeholder)."""
     if isinstance(value, dict):
-        if isinstance(value.get(_BLOB_KEY), str) and len(value) == 2:
+        if _BLOB_KEY in value and len(value) == 2:
             return _blob_text(value, blobs)
         return {k: inline_blobs(v, blobs) for k, v in value.items()}
     if isinstance(value, list):
@@ -143,9 +172,24 @@ def readable_facts(data: bytes, blobs: Path | None = None) -> str:
             out += [f"line {number}: not a JSON object", f"  {line.decode(errors='replace')}"]
             continue
         record = inline_blobs(record, blobs)
+        if not isinstance(record, dict):  # the whole record was a blob reference
+            out += [f"line {number}: not a JSON object", f"  {line.decode(errors='replace')}"]
+            continue
         out.append(_fact_header(record))
-        out += _field_lines(record, _NOT_SHOWN | _IN_HEADER.get(record.get("kind"), _NONE))
+        kind = record.get("kind")
+        out += _field_lines(
+            record,
+            _NOT_SHOWN | _IN_HEADER.get(kind, _NONE) if isinstance(kind, str) else _NOT_SHOWN,
+        )
     return "\n".join(out) + "\n" if out else ""
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def readable_dag(data: bytes) -> str:
@@ -155,10 +199,11 @@ def readable_dag(data: bytes) -> str:
         return data.decode(errors="replace")
     declared = "declared" if dag.get("declared") else "derived from the facts"
     out = [f"DAG {dag.get('name')} ({declared})"]
-    for node in dag.get("nodes") or []:
+    for node in _as_list(dag.get("nodes")):
+        node = _as_dict(node)
         out.append(f"node {node.get('id')} ({node.get('kind')})")
-        out += _field_lines(node.get("config") or {})
-    edges = dag.get("edges") or []
+        out += _field_lines(_as_dict(node.get("config")))
+    edges = [_as_dict(edge) for edge in _as_list(dag.get("edges"))]
     if edges:
         out.append("edges")
         out += [f"  {edge.get('source')} -> {edge.get('target')}" for edge in edges]
@@ -173,9 +218,9 @@ def readable_manifest(data: bytes) -> str:
     out = [
         f"run {manifest.get('name')}",
         f"schema_version {manifest.get('schema_version')} ({manifest.get('producer')})",
-        f"facts {manifest.get('fact_count')}, blobs {len(manifest.get('blobs') or [])}",
+        f"facts {manifest.get('fact_count')}, blobs {len(_as_list(manifest.get('blobs')))}",
     ]
-    out += _field_lines({"labels": manifest.get("labels") or {}})
+    out += _field_lines({"labels": _as_dict(manifest.get("labels"))})
     return "\n".join(out) + "\n"
 
 
@@ -199,12 +244,27 @@ def textconv(path: str | os.PathLike[str], *, blobs: Path | None = None) -> str:
 
     ``blobs``, a bundle's ``blobs/`` directory, shows long strings stored out of line;
     without it they are placeholders (what git's drivers show, for both sides alike).
+    Raises :class:`~pytest_llmwb.BundleCorruptError` for a path that is not a regular
+    file it can read (a directory, a FIFO, a missing file).
     """
-    return textconv_bytes(file_kind(path), Path(path).read_bytes(), blobs)
+    data = _regular_bytes(Path(path), 2**62)
+    if data is None:
+        from .exceptions import BundleCorruptError
+
+        raise BundleCorruptError(
+            f"{Path(path).name} is not a regular file that can be read",
+            path=str(path),
+            fix="pass the path of one file of a bundle (llmwb textconv BUNDLE/facts.jsonl)",
+        )
+    return textconv_bytes(file_kind(path), data, blobs)
 
 
 def textconv_bytes(kind: str | None, data: bytes, blobs: Path | None = None) -> str:
-    """:func:`textconv` of bytes already read, given the bundle file kind."""
+    """:func:`textconv` of bytes already read, given the bundle file kind.
+
+    Anything that is not of the expected shape is shown as stored, with the reason:
+    this is a viewer, it never fails on what a bundle file holds.
+    """
     try:
         if kind == "facts.jsonl":
             return readable_facts(data, blobs)
@@ -214,6 +274,15 @@ def textconv_bytes(kind: str | None, data: bytes, blobs: Path | None = None) -> 
             return readable_manifest(data)
     except orjson.JSONDecodeError as exc:
         return f"(not valid JSON: {exc.msg}; shown as stored)\n" + data.decode(errors="replace")
+    except RecursionError:
+        return "(nested too deeply to show field by field; shown as stored)\n" + data.decode(
+            errors="replace"
+        )
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # a shape no bundle writer makes: still a viewer's job to show it
+        return f"(not of the expected shape: {type(exc).__name__}; shown as stored)\n" + (
+            data.decode(errors="replace")
+        )
     if kind == "volatile.json":
         return VOLATILE_TEXT
     if kind == "blob":

@@ -262,9 +262,6 @@ def docs_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     for name in ("LLMWB_EXAMPLE_PROVIDER", "LLMWB_EXAMPLE_MODEL"):
         monkeypatch.delenv(name, raising=False)
-    # pages run pytest as users do, not as an xdist worker (syrupy prints no report there)
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
     # hypothesis's plugin costs over a second per in-process run and plays no part here
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
     monkeypatch.setenv("COLUMNS", "80")

@@ -56,11 +56,20 @@ class BundleDiff:
 # --- loading --------------------------------------------------------------------------------
 
 
-def _schema_version(path: Path) -> Any:
+def _manifest(path: Path) -> Any:
+    """The decoded ``manifest.json`` of ``path``, or ``None`` (read bounded, never blocking)."""
+    from ..store import MAX_MANIFEST_BYTES
+    from ..textconv import _regular_bytes
+
+    data = _regular_bytes(path / "manifest.json", MAX_MANIFEST_BYTES)
     try:
-        raw = orjson.loads((path / "manifest.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        return orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError:
         return None
+
+
+def _schema_version(path: Path) -> Any:
+    raw = _manifest(path)
     return raw.get("schema_version") if isinstance(raw, dict) else None
 
 
@@ -84,11 +93,19 @@ def check_versions(old: Path, new: Path, old_name: str, new_name: str) -> None:
             f"{SCHEMA_VERSION} and cannot read it",
             fix="upgrade, then compare again: pip install -U pytest-llmwb",
         )
+    if version == 1:
+        path = old if name == old_name else new
+        raise SchemaVersionError(
+            f"cannot compare bundles of two schema versions: {both}. {name} was written "
+            f"before manifests covered every file; this pytest-llmwb ({__version__}) reads "
+            f"schema_version {SCHEMA_VERSION}",
+            fix=f"record the run of {name} again (pytest --llmwb-record <test id>), or, for a "
+            f"bundle you trust, upgrade it in place: llmwb rehash {path}",
+        )
     raise SchemaVersionError(
         f"cannot compare bundles of two schema versions: {both}. This pytest-llmwb "
-        f"({__version__}) reads schema_version {SCHEMA_VERSION}, the first it ever wrote, so "
-        f"there is no migration from {version!r}: {name} was not written by pytest-llmwb "
-        "or was edited by hand",
+        f"({__version__}) reads schema_version {SCHEMA_VERSION}, so there is no migration "
+        f"from {version!r}: {name} was not written by pytest-llmwb or was edited by hand",
         fix=f"record the run of {name} again (pytest --llmwb-record <test id>) and compare "
         "that recording",
     )
@@ -112,21 +129,22 @@ def _require(path: Path, name: str) -> None:
 
 
 def _about(path: Path) -> str:
+    raw = _manifest(path)
     try:
-        raw = orjson.loads((path / "manifest.json").read_bytes())
         return f"run {raw['name']}, {raw['fact_count']} facts"
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return "unreadable manifest.json"
 
 
 def _same_files(old: Path, new: Path) -> bool:
     """Byte-identical DAG and facts: the same run whatever the volatile values say."""
-    try:
-        return all(
-            (old / n).read_bytes() == (new / n).read_bytes() for n in ("dag.json", "facts.jsonl")
-        )
-    except OSError:
-        return False
+    from ..textconv import _regular_bytes
+
+    for name in ("dag.json", "facts.jsonl"):
+        before = _regular_bytes(old / name, 2**62)
+        if before is None or before != _regular_bytes(new / name, 2**62):
+            return False
+    return True
 
 
 @contextlib.contextmanager

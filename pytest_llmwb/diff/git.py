@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ..exceptions import ConfigError
+from ..exceptions import BundleCorruptError, ConfigError
 from ..textconv import BUNDLE_FILES, file_kind, inline_blobs, textconv_bytes
 
 __all__ = ["Repository", "bundle_dir_of", "bundle_dirs", "external_diff"]
@@ -152,7 +152,16 @@ def bundle_dirs(paths: Iterable[str]) -> list[str]:
 def _read_side(path: str) -> bytes | None:
     if path == "/dev/null" or not os.path.exists(path):
         return None
-    return Path(path).read_bytes()
+    from ..textconv import _regular_bytes
+
+    data = _regular_bytes(Path(path), 2**62)
+    if data is None:
+        raise BundleCorruptError(
+            f"{path} is not a regular file that can be read",
+            path=path,
+            fix='git passes files to this command: git config diff.llmwb.command "llmwb git-diff"',
+        )
+    return data
 
 
 def _typed_facts(data: bytes, name: str, blobs: Path | None) -> list[Any]:

@@ -70,8 +70,12 @@ def test_unchanged_behaviour_recorded_twice_gives_identical_files(
 ) -> None:
     record_sample().save(tmp_path / "one")
     record_sample().save(tmp_path / "two")
-    for name in ("manifest.json", "dag.json", "facts.jsonl"):
+    for name in ("dag.json", "facts.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    # the manifest differs in one value only: the digest of volatile.json
+    one, two = (orjson.loads((tmp_path / n / "manifest.json").read_bytes()) for n in ("one", "two"))
+    assert one["files"].pop("volatile.json") != two["files"].pop("volatile.json")
+    assert one == two
     volatile = orjson.loads((tmp_path / "one/volatile.json").read_bytes())
     assert set(volatile["facts"]) == {"1", "2", "3", "4"}  # wall times live here, not in facts
     facts = (tmp_path / "one/facts.jsonl").read_bytes()
@@ -86,7 +90,7 @@ def test_rewriting_same_path_changes_only_volatile(
     record_sample().save(sample_bundle)
     after = snapshot_tree(sample_bundle)
     assert set(before) == set(after)
-    assert {k for k in before if before[k] != after[k]} <= {"volatile.json"}
+    assert {k for k in before if before[k] != after[k]} <= {"volatile.json", "manifest.json"}
 
 
 def test_facts_file_is_one_compact_record_per_line_led_by_seq_kind_node(
@@ -351,11 +355,10 @@ def test_facts_edited_after_recording_fails_digest_and_mentions_rehash(
     assert f"llmwb rehash {sample_bundle}" in message
 
 
-def test_volatile_file_is_optional(sample_bundle: Path) -> None:
+def test_volatile_file_is_required_since_the_manifest_covers_it(sample_bundle: Path) -> None:
     (sample_bundle / "volatile.json").unlink()
-    loaded = load_bundle(sample_bundle)
-    assert all(f.at is None for f in loaded.facts)
-    assert len(loaded.facts) == 4
+    with pytest.raises(BundleCorruptError, match=r"volatile.json is missing"):
+        load_bundle(sample_bundle)
 
 
 # --- writing: errors and atomicity ------------------------------------------------------------

@@ -19,6 +19,7 @@ from snapshot.refunds import record
 
 from pytest_llmwb.cli import main
 from pytest_llmwb.codec import dumps_record
+from pytest_llmwb.schema import SCHEMA_VERSION
 from pytest_llmwb.store import write_bundle
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -139,15 +140,26 @@ def test_a_newer_schema_version_is_refused_with_the_reason(
     old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     new = record(tmp_path / "new")
-    _set_schema_version(new, 2)
+    _set_schema_version(new, SCHEMA_VERSION + 1)
     code, out, err = llmwb(capsys, "diff", old, new)
     assert (code, out) == (2, "")
     assert err == (
         f"llmwb: error: cannot compare bundles of two schema versions: {old} has "
-        f"schema_version 1, {new} has 2. {new} was written by a newer pytest-llmwb; this one "
-        "(0.1.0) reads schema_version 1 and cannot read it\n"
+        f"schema_version {SCHEMA_VERSION}, {new} has {SCHEMA_VERSION + 1}. {new} was written "
+        f"by a newer pytest-llmwb; this one (0.1.0) reads schema_version {SCHEMA_VERSION} and "
+        "cannot read it\n"
         "fix: upgrade, then compare again: pip install -U pytest-llmwb\n"
     )
+
+
+def test_a_version_1_bundle_says_how_to_upgrade_it(
+    old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = record(tmp_path / "new")
+    _set_schema_version(old, 1)
+    code, _, err = llmwb(capsys, "diff", old, new)
+    assert code == 2
+    assert f"llmwb rehash {old}" in err
 
 
 def test_an_unknown_older_schema_version_says_there_is_no_migration(

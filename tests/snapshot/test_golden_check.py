@@ -128,7 +128,7 @@ def test_a_golden_bundle_edited_by_hand(pytester: pytest.Pytester, recorded: Ref
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*BundleCorruptError: facts.jsonl does not match the digest in manifest.json "
+            "*BundleIntegrityError: facts.jsonl does not match the digest in manifest.json "
             "(edited after recording)",
             "*  in */facts.jsonl",
             "*fix: record it again: pytest --llmwb-record <test id>; or accept the edit with: "
