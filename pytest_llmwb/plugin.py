@@ -156,7 +156,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
     )
 
-
     group.addoption(
         "--llmwb-seal-key",
         action="store",
