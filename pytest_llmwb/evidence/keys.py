@@ -59,9 +59,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 def keyid(public: Ed25519PublicKey) -> str:
     """Securesystemslib's default key id of an Ed25519 public key."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    raw = public.public_bytes_raw().hex()
     body = {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": raw}}
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
@@ -200,15 +198,22 @@ class TrustStore:
         return ", ".join(f"{k[:12]} ({v.source})" for k, v in sorted(self.keys.items()))
 
 
+# The fixed DER headers of Ed25519 keys (RFC 8410): PKCS#8 and SubjectPublicKeyInfo.
+# Built by hand rather than with cryptography's serialization enums, whose classes a
+# re-import (as pytester does between runs) makes unrecognisable to the Rust side.
+_PKCS8_ED25519 = bytes.fromhex("302e020100300506032b657004220420")
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode()
+
+
 def generate_key(path: str | os.PathLike[str]) -> SigningKey:
     """Write a new Ed25519 key pair: ``PATH`` (private, mode 0600) and ``PATH.pub``."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        NoEncryption,
-        PrivateFormat,
-        PublicFormat,
-    )
 
     target = Path(path)
     public_path = target.with_name(target.name + ".pub")
@@ -219,8 +224,8 @@ def generate_key(path: str | os.PathLike[str]) -> SigningKey:
                 fix="choose another path, or delete the old key pair first",
             )
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    private = _pem("PRIVATE KEY", _PKCS8_ED25519 + key.private_bytes_raw())
+    public = _pem("PUBLIC KEY", _SPKI_ED25519 + key.public_key().public_bytes_raw())
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # created 0600 from the start: the private key is never readable by others

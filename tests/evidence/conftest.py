@@ -5,11 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization  # noqa: F401
-
-# imported here, before any pytester run: pytester drops modules an inner run imported
-# first, and a re-imported cryptography no longer recognises its own classes
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
 
 from pytest_llmwb import Dag, ModelResponse, Run
 from pytest_llmwb.codec import digest_bytes
