@@ -91,6 +91,7 @@ if TYPE_CHECKING:
         GateRequest,
         PolicyReviewer,
         ScriptedReviewer,
+        SignedReviewer,
         TerminalReviewer,
     )
     from .schema import (
@@ -140,6 +141,7 @@ _EXPORTS: dict[str, str] = {
     "GateRequest": "reviewers",
     "PolicyReviewer": "reviewers",
     "ScriptedReviewer": "reviewers",
+    "SignedReviewer": "reviewers",
     "TerminalReviewer": "reviewers",
     "assert_gate": "assertions",
     "expect_gate": "assertions",
@@ -266,6 +268,7 @@ __all__ = [
     "SecretFoundError",
     "SecretRule",
     "ScriptedReviewer",
+    "SignedReviewer",
     "StepFact",
     "SubjectRef",
     "TerminalReviewer",

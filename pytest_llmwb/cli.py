@@ -205,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain_cmd.add_argument("bundle", help="path to a bundle directory")
     explain_cmd.add_argument("--gate", help="the gate id (default: every gate that fired)")
+    explain_cmd.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="KEYS",
+        help="check signed decisions against these public keys (files or directories)",
+    )
 
     cost_cmd = commands.add_parser(
         "cost", help="tokens and cost per node, per artifact revision and in total"
@@ -445,7 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explain import explain_gate
             from .store import load_bundle
 
-            return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout)
+            trust = None
+            if args.trust:
+                from .evidence.keys import TrustStore
+
+                trust = TrustStore.load(args.trust)
+            return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout, trust)
         if args.command == "cost":
             return cost(args.bundle, sys.stdout)
         if args.command == "diff":

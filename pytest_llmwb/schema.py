@@ -235,10 +235,16 @@ class PolicyRef(_Model):
 
 
 class Reviewer(_Model):
-    """Who decided: an id and a kind (``human``, ``policy`` or ``test``)."""
+    """Who decided: an id and a kind (``human``, ``policy`` or ``test``).
+
+    ``keyid`` is set when the reviewer signs decisions with an Ed25519 key (see
+    :class:`~pytest_llmwb.reviewers.SignedReviewer`): the key id names the key; the
+    key that verifies it always comes from the verifier's trust store.
+    """
 
     id: str
     kind: ReviewerKind
+    keyid: str | None = None
 
 
 class SubjectRef(_Model):
@@ -264,6 +270,8 @@ class GateDecision(_Model):
     reviewer: Reviewer
     reason: str | None = None
     edit: JsonValue = None
+    #: The reviewer's Ed25519 signature (base64) of the decision statement.
+    signature: str | None = None
 
 
 # --- facts -----------------------------------------------------------------------------
@@ -338,6 +346,9 @@ class GateFact(_FactBase):
     reviewer: Reviewer
     reason: str | None = None
     edit: JsonValue = None
+    #: The reviewer's Ed25519 signature (base64) of the decision statement: gate id,
+    #: decision, subject digest, policy, reviewer, reason and edit (see docs/evidence.md).
+    signature: str | None = None
 
 
 class ArtifactFact(_FactBase):

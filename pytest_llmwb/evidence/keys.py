@@ -110,7 +110,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SealError(
-            f"cannot read the seal key {source}: {exc.strerror or exc}", fix=_pem_fix(source)
+            f"cannot read the private key {source}: {exc.strerror or exc}", fix=_pem_fix(source)
         ) from None
     try:
         key = load_pem_private_key(data, password=None)

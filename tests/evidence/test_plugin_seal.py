@@ -60,7 +60,7 @@ def test_a_bad_seal_key_fails_the_recording_with_its_name(
     pytester.makepyfile(test_flow=TEST_FLOW)
     result = pytester.runpytest("--llmwb-record", "--llmwb-seal-key=missing.pem")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*SealError: cannot read the seal key missing.pem*"])
+    result.stdout.fnmatch_lines(["*SealError: cannot read the private key missing.pem*"])
 
 
 def test_replaying_a_redacted_bundle_fails_with_a_named_error(
