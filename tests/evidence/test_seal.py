@@ -314,3 +314,21 @@ def test_cli_keygen_seal_prove_redact(
     proof.write_bytes(b"{")
     assert main(["verify-proof", str(proof), "--trust", f"{key}.pub"]) == 1
     assert main(["redact", str(bundle), "--path", "1/nope"]) == 2
+
+
+def test_a_signature_in_non_canonical_base64_is_refused(tiny: Path, trust: TrustStore) -> None:
+    """Unused low bits of the last base64 character change no byte of the signature."""
+    from pytest_llmwb.codec import dumps_pretty
+
+    path = tiny / "seal" / "envelope.json"
+    envelope = orjson.loads(path.read_bytes())
+    sig = envelope["signatures"][0]["sig"]
+    assert sig.endswith("==")  # 64 bytes: the last character carries 4 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(sig[-3]) ^ 0b1]
+    loose = sig[:-3] + last + "=="
+    assert base64.b64decode(loose) == base64.b64decode(sig)
+    envelope["signatures"][0]["sig"] = loose
+    path.write_bytes(dumps_pretty(envelope))
+    with pytest.raises(SealVerificationError, match="not canonical base64"):
+        verify_bundle(tiny, trust)
