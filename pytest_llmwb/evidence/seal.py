@@ -453,7 +453,7 @@ def verify_bundle(path: str | os.PathLike[str], trust: TrustStore) -> Verdict:
             if ref not in withheld_blobs:
                 raise _invalid(f"blob {ref} is missing (and not listed as withheld)", file)
             withheld.append(ref)
-        elif _file_digest(file) != ref:
+        elif _readable_digest(file) != ref:
             raise _invalid(f"blob {ref} does not match its name (modified on disk)", file)
         elif ref in withheld_blobs:
             raise _invalid(f"blob {ref} is listed as withheld but present", file)
@@ -478,6 +478,13 @@ def verify_bundle(path: str | os.PathLike[str], trust: TrustStore) -> Verdict:
         withheld_fields=[f"{seq}/{name}" for seq, name in sorted(withheld_fields)],
         withheld_blobs=withheld,
     )
+
+
+def _readable_digest(file: Path) -> str:
+    try:
+        return _file_digest(file)
+    except OSError as exc:
+        raise _invalid(f"cannot read {file.name}: {exc.strerror or exc}", file) from None
 
 
 def _is_redacted(value: Any) -> bool:
@@ -552,6 +559,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _damaged(root: Path, exc: BaseException) -> SealError:
+    return SealError(
+        f"the bundle or seal at {root} is damaged ({type(exc).__name__}: {exc})",
+        fix=f"find what with: llmwb verify {root} --trust KEY.pub; then seal it again",
+    )
+
+
 def _leaves_of(root: Path) -> tuple[list[bytes], list[dict[str, Any]], list[dict[str, Any]]]:
     """Leaf hashes of a sealed bundle, with its parsed facts and salts (unverified)."""
     from ..store import FACTS
@@ -585,9 +599,13 @@ def prove_fact(path: str | os.PathLike[str], seq: int) -> dict[str, Any]:
         raise SealError(
             f"bundle {root} is not sealed", fix=f"seal it with: llmwb seal {root} --key KEY"
         )
-    envelope = orjson.loads(envelope_path.read_bytes())
-    statement = orjson.loads(base64.b64decode(envelope["payload"]))
-    leaves, facts, salts = _leaves_of(root)
+    try:
+        envelope = orjson.loads(envelope_path.read_bytes())
+        statement = orjson.loads(base64.b64decode(envelope["payload"]))
+        leaves, facts, salts = _leaves_of(root)
+        blob_refs = [str(ref) for ref in statement["predicate"]["blobs"]]
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise _damaged(root, exc) from None
     if not 1 <= seq <= len(facts):
         raise ProofError(
             f"bundle {root} has facts 1..{len(facts)}, not {seq}",
@@ -595,7 +613,7 @@ def prove_fact(path: str | os.PathLike[str], seq: int) -> dict[str, Any]:
             fix="pick a seq from: llmwb show " + str(root),
         )
     raw, salt = facts[seq - 1], salts[seq - 1]
-    blob_leaves = [blob_leaf(ref) for ref in statement["predicate"]["blobs"]]
+    blob_leaves = [blob_leaf(ref) for ref in blob_refs]
     all_leaves = leaves + blob_leaves
     fields: dict[str, Any] = {}
     for name, value in raw.items():
@@ -740,9 +758,13 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
             f"bundle {root} is not sealed; redaction keeps a seal valid and needs one",
             fix=f"seal it first with: llmwb seal {root} --key KEY",
         )
-    facts_bytes = (root / FACTS).read_bytes()
-    facts = [orjson.loads(r) for r in _lines(facts_bytes)]
-    salts = [orjson.loads(r) for r in _lines((seal_dir / SALTS).read_bytes())]
+    try:
+        facts = [orjson.loads(r) for r in _lines((root / FACTS).read_bytes())]
+        salts = [orjson.loads(r) for r in _lines((seal_dir / SALTS).read_bytes())]
+        if len(facts) != len(salts) or not all(isinstance(x, dict) for x in facts + salts):
+            raise ValueError("facts and salts do not pair up")
+    except (ValueError, OSError) as exc:
+        raise _damaged(root, exc) from None
     fields, blobs = _redactions(root)
     withheld_strings: set[str] = set()
     new_blobs: set[str] = set()

@@ -332,3 +332,13 @@ def test_a_signature_in_non_canonical_base64_is_refused(tiny: Path, trust: Trust
     path.write_bytes(dumps_pretty(envelope))
     with pytest.raises(SealVerificationError, match="not canonical base64"):
         verify_bundle(tiny, trust)
+
+
+def test_proving_or_redacting_a_damaged_seal_is_a_seal_error(tiny: Path) -> None:
+    (tiny / "seal" / "salts.jsonl").write_bytes(b"{}\n")
+    with pytest.raises(SealError, match="is damaged") as caught:
+        prove_fact(tiny, 1)
+    assert "llmwb verify" in str(caught.value)
+    (tiny / "seal" / "salts.jsonl").write_bytes(b"not json\n")
+    with pytest.raises(SealError, match="is damaged"):
+        redact_bundle(tiny, ["1/response"])
