@@ -342,3 +342,28 @@ def test_proving_or_redacting_a_damaged_seal_is_a_seal_error(tiny: Path) -> None
     (tiny / "seal" / "salts.jsonl").write_bytes(b"not json\n")
     with pytest.raises(SealError, match="is damaged"):
         redact_bundle(tiny, ["1/response"])
+
+
+def test_redaction_withholds_any_blob_that_repeats_the_value(
+    tmp_path: Path, key: SigningKey, trust: TrustStore
+) -> None:
+    from pytest_llmwb import Dag, ModelResponse, Run
+    from pytest_llmwb.codec import digest_bytes
+    from pytest_llmwb.store import write_bundle
+
+    other = b'{"format":"llmwb-exchange/1","quoted":"' + SECRET_REPLY.encode() + b'"}'
+    with Run("two", dag=Dag("two").model("answer", model="m-1")) as run:
+        for content in (SECRET_REPLY, "nothing to hide here"):
+            run.model_io(
+                {"model": "m-1", "messages": [{"role": "user", "content": "hi"}]},
+                lambda request, c=content: ModelResponse(content=c),
+                node="answer",
+            )
+    ref = digest_bytes(other)
+    facts = list(run.facts)
+    facts[1] = facts[1].model_copy(update={"exchange": ref})  # the second call quotes the first
+    path = tmp_path / "two"
+    write_bundle(path, name="two", dag=run.dag, facts=facts, blobs={ref: other})
+    seal_bundle(path, key)
+    assert redact_bundle(path, ["1/response"]) == [ref]
+    assert verify_bundle(path, trust).withheld_blobs == [ref]
