@@ -234,7 +234,20 @@ class PolicyRef(_Model):
     version: str = "1"
 
 
-class Reviewer(_Model):
+class _Unsigned:
+    """Leave the signature fields out of the repr while they are unset.
+
+    Most decisions are not signed; their repr stays as short as it was before
+    signatures existed.
+    """
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            if not (name in ("keyid", "signature") and value is None):
+                yield name, value
+
+
+class Reviewer(_Unsigned, _Model):
     """Who decided: an id and a kind (``human``, ``policy`` or ``test``).
 
     ``keyid`` is set when the reviewer signs decisions with an Ed25519 key (see
@@ -263,7 +276,7 @@ class SubjectRef(_Model):
     value: JsonValue = None
 
 
-class GateDecision(_Model):
+class GateDecision(_Unsigned, _Model):
     """The outcome of a gate as returned by a reviewer."""
 
     decision: GateDecisionValue
@@ -334,7 +347,7 @@ class ToolCallFact(_FactBase):
     exchange: str | None = None
 
 
-class GateFact(_FactBase):
+class GateFact(_Unsigned, _FactBase):
     """A gate decision, bound to the digest of what was reviewed."""
 
     kind: Literal["gate"] = "gate"
