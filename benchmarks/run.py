@@ -22,6 +22,7 @@ from typing import Any
 
 import bench_capture
 import bench_diff
+import bench_evidence
 import bench_import
 import bench_overhead
 import bench_replay
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     bench_import.NAME: bench_import.run,
     bench_capture.NAME: bench_capture.run,
     bench_diff.NAME: bench_diff.run,
+    bench_evidence.NAME: bench_evidence.run,
 }
 
 

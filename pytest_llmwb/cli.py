@@ -1,7 +1,7 @@
 """The ``llmwb`` command: look at, check and describe bundles.
 
-Exit codes: 0 success, 1 a check found a difference (``diff``), 2 an error (message
-on stderr, with the fix).
+Exit codes: 0 success, 1 a check found a difference (``diff``) or a seal or proof
+INVALID (``verify``, ``verify-proof``), 2 an error (message on stderr, with the fix).
 """
 
 from __future__ import annotations
@@ -227,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain_cmd.add_argument("bundle", help="path to a bundle directory")
     explain_cmd.add_argument("--gate", help="the gate id (default: every gate that fired)")
+    explain_cmd.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="KEYS",
+        help="check signed decisions against these public keys (files or directories)",
+    )
 
     cost_cmd = commands.add_parser(
         "cost", help="tokens and cost per node, per artifact revision and in total"
@@ -336,7 +343,137 @@ def _parser() -> argparse.ArgumentParser:
         "git-diff", help="the semantic diff of one bundle file, for git (diff.llmwb.command)"
     )
     git_diff_cmd.add_argument("git_args", nargs="*", help="the arguments git passes")
+    _evidence_commands(commands)
     return parser
+
+
+def _evidence_commands(commands: Any) -> None:
+    trust_help = (
+        "a trusted public key file, or a directory of *.pub files; repeatable "
+        "(default: $LLMWB_TRUST). Never taken from the bundle"
+    )
+    keygen_cmd = commands.add_parser(
+        "keygen", help="write a new Ed25519 key pair: KEY (private, 0600) and KEY.pub"
+    )
+    keygen_cmd.add_argument("key", help="path of the private key file to create")
+
+    seal_cmd = commands.add_parser(
+        "seal", help="sign a bundle: Merkle root over its facts and blobs, in a DSSE envelope"
+    )
+    seal_cmd.add_argument("bundle", help="path to a bundle directory")
+    seal_cmd.add_argument(
+        "--key", metavar="KEY", help="private key file (PEM, PKCS#8; default: $LLMWB_SEAL_KEY)"
+    )
+
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="check a sealed bundle: VALID, VALID (redacted: ...) or INVALID "
+        "(exit 0 valid, 1 invalid, 2 error)",
+    )
+    verify_cmd.add_argument("bundle", help="path to a sealed bundle directory")
+    verify_cmd.add_argument("--trust", action="append", default=[], metavar="KEYS", help=trust_help)
+
+    prove_cmd = commands.add_parser(
+        "prove", help="one fact with its inclusion proof, as JSON an auditor checks alone"
+    )
+    prove_cmd.add_argument("bundle", help="path to a sealed bundle directory")
+    prove_cmd.add_argument("--fact", type=int, required=True, metavar="SEQ", help="the fact's seq")
+    prove_cmd.add_argument("--output", "-o", metavar="FILE", help="write to FILE, not stdout")
+
+    verify_proof_cmd = commands.add_parser(
+        "verify-proof",
+        help="check a proof from llmwb prove against a trusted key (exit 0 valid, 1 invalid)",
+    )
+    verify_proof_cmd.add_argument("proof", help="the proof file (- for stdin)")
+    verify_proof_cmd.add_argument(
+        "--trust", action="append", default=[], metavar="KEYS", help=trust_help
+    )
+
+    redact_cmd = commands.add_parser(
+        "redact", help="withhold fields of a sealed bundle; the seal stays valid"
+    )
+    redact_cmd.add_argument("bundle", help="path to a sealed bundle directory")
+    redact_cmd.add_argument(
+        "--path",
+        action="append",
+        required=True,
+        metavar="SEQ/FIELD",
+        help="a field to withhold, e.g. 3/response; repeatable",
+    )
+
+
+def _evidence(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run an evidence command (keygen, seal, verify, prove, verify-proof, redact)."""
+    import os
+
+    import orjson
+
+    from .evidence import keys
+    from .evidence import seal as sealing
+    from .exceptions import ProofError, SealError, SealVerificationError
+
+    if args.command == "keygen":
+        key = keys.generate_key(args.key)
+        out.write(f"wrote {args.key} (private: keep it secret) and {args.key}.pub\n")
+        out.write(f"keyid {key.keyid}\n")
+        return 0
+    if args.command == "seal":
+        path = args.key or os.environ.get(keys.SEAL_KEY_ENV)
+        if not path:
+            raise SealError(
+                "no seal key", fix=f"pass --key KEY or set {keys.SEAL_KEY_ENV} (llmwb keygen KEY)"
+            )
+        info = sealing.seal_bundle(args.bundle, path)
+        out.write(
+            f"sealed {args.bundle}: {info.fact_count} facts, {info.blob_count} blobs, "
+            f"root sha256:{info.root[:16]}, key {info.keyid[:12]}\n"
+        )
+        return 0
+    if args.command == "redact":
+        withheld = sealing.redact_bundle(args.bundle, args.path)
+        out.write(f"redacted {args.bundle}: withheld {', '.join(args.path)}")
+        out.write(f" and {len(withheld)} blob(s)\n" if withheld else "\n")
+        return 0
+    if args.command == "prove":
+        proof = sealing.prove_fact(args.bundle, args.fact)
+        data = orjson.dumps(proof, option=orjson.OPT_INDENT_2) + b"\n"
+        if args.output:
+            with open(args.output, "wb") as handle:
+                handle.write(data)
+            out.write(f"wrote the proof of fact {args.fact} to {args.output}\n")
+        else:
+            out.write(data.decode())
+        return 0
+    trust = keys.TrustStore.load(args.trust)
+    try:
+        if args.command == "verify":
+            out.write(sealing.verify_bundle(args.bundle, trust).describe() + "\n")
+            return 0
+        source = sys.stdin.buffer.read() if args.proof == "-" else None
+        if source is None:
+            try:
+                with open(args.proof, "rb") as handle:
+                    source = handle.read()
+            except OSError as exc:
+                raise SealError(
+                    f"cannot read proof {args.proof}: {exc.strerror or exc}",
+                    fix="make one with: llmwb prove BUNDLE --fact SEQ -o PROOF",
+                ) from None
+        try:
+            proof = orjson.loads(source)
+        except orjson.JSONDecodeError as exc:
+            raise ProofError(
+                f"the proof is not JSON ({exc.msg})",
+                where=args.proof,
+                fix="make it again with: llmwb prove BUNDLE --fact SEQ -o PROOF",
+            ) from None
+        fact = sealing.verify_proof(proof, trust, where=args.proof)
+        out.write(f"VALID: fact {fact['seq']} ({fact['kind']} at node {fact['node']})\n")
+        out.write(orjson.dumps(fact, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    except SealVerificationError as exc:
+        out.write(f"INVALID: {exc}\n")
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,7 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explain import explain_gate
             from .store import load_bundle
 
-            return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout)
+            trust = None
+            if args.trust:
+                from .evidence.keys import TrustStore
+
+                trust = TrustStore.load(args.trust)
+            return explain_gate(load_bundle(args.bundle), args.gate, sys.stdout, trust)
         if args.command == "cost":
             return cost(args.bundle, sys.stdout)
         if args.command == "diff":
@@ -394,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n"
             )
             return 0
+        if args.command in ("keygen", "seal", "verify", "prove", "verify-proof", "redact"):
+            return _evidence(args, sys.stdout, sys.stderr)
         if args.command == "reprice":
             from .pricing import default_table, reprice_bundle
 

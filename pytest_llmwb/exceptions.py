@@ -18,6 +18,7 @@ __all__ = [
     "BundleError",
     "BundleIntegrityError",
     "BundleNotFoundError",
+    "BundleRedactedError",
     "BundleWriteError",
     "CaptureWarning",
     "ConfigError",
@@ -38,14 +39,19 @@ __all__ = [
     "OrderDriftError",
     "PayloadDriftError",
     "PriceFileError",
+    "ProofError",
     "RecordedCallError",
+    "RedactionError",
     "ReplayDriftError",
-    "ResultTypeError",
     "ReplayStreamError",
     "ResponseDriftError",
+    "ResultTypeError",
     "SchemaVersionError",
+    "SealError",
+    "SealVerificationError",
     "SecretFoundError",
     "TraceContextWarning",
+    "TrustError",
     "UndeclaredNodeError",
     "UnexpectedCallError",
     "UnknownFactKindError",
@@ -174,6 +180,41 @@ class BundleConflictError(BundleError):
 
 class ViewerWriteError(LlmwbError):
     """A viewer page (``llmwb view -o``, ``--llmwb-view-dir``) could not be written."""
+
+
+class BundleRedactedError(BundleError):
+    """A redacted bundle was asked to serve a replay: withheld values cannot be served."""
+
+
+# --- evidence: seals, proofs, redaction ------------------------------------------------
+
+
+class SealError(LlmwbError):
+    """A bundle could not be sealed, or is not sealed (bad key file, missing seal)."""
+
+
+class SealVerificationError(SealError):
+    """A sealed bundle or envelope failed verification: the verdict is INVALID.
+
+    The message names the first check that failed; ``where`` is the file (and line,
+    which is the fact seq in ``facts.jsonl``) or blob.
+    """
+
+    def __init__(self, message: str, *, where: str, fix: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{message}\n  in {where}", fix=fix)
+
+
+class TrustError(SealError):
+    """No trusted public key was given, or a trusted key file cannot be used."""
+
+
+class ProofError(SealVerificationError):
+    """An inclusion proof is malformed or does not lead to the signed Merkle root."""
+
+
+class RedactionError(SealError):
+    """A redaction names a fact or field the bundle does not have, or an unsealed bundle."""
 
 
 # --- the DAG ---------------------------------------------------------------------------

@@ -98,11 +98,15 @@ def cause_lines(fact: Any) -> list[str]:
     return []
 
 
-def explain_gate(bundle: Any, gate_id: str | None, out: TextIO) -> int:
+def explain_gate(bundle: Any, gate_id: str | None, out: TextIO, trust: Any = None) -> int:
     """Write, for each firing of ``gate_id`` (or of every gate), why it decided so.
 
+    Each decision says whether it is signed, by which key, and, given a ``trust`` store
+    (:class:`~pytest_llmwb.evidence.keys.TrustStore`), whether the signature verifies.
     Returns 0, or 2 when the gate never fired (the message lists the gates that did).
     """
+    from .evidence.decisions import check_decision
+
     facts = list(bundle.facts)
     gates = [
         f for f in facts if isinstance(f, GateFact) and (gate_id is None or f.gate_id == gate_id)
@@ -120,6 +124,7 @@ def explain_gate(bundle: Any, gate_id: str | None, out: TextIO) -> int:
         if index:
             out.write("\n")
         out.write("\n".join(describe_gate(gate)) + "\n")
+        out.write(f"  signature: {check_decision(gate, trust).describe()}\n")
         path = gate_path(bundle, gate, facts)
         if path.reviewed is not None:
             out.write(f"  reviewed: {_text(path.reviewed, 300)}\n")

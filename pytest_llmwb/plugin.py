@@ -62,6 +62,7 @@ class _Session:
     bundle_owners: dict[str, list[str]] = field(default_factory=dict)
     scrubber: Any = None  # the session's Scrubber, made when a test first needs a run
     prices: Any = None  # the session's PriceTable, made when a test first records
+    seal_key: Any = None  # the SigningKey that seals recorded bundles; in memory only
 
 
 _session_key = pytest.StashKey[_Session]()
@@ -192,6 +193,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "llmwb_price_file",
         "TOML or JSON price file (relative to the ini file) that overrides genai-prices; "
         "the LLMWB_PRICE_FILE environment variable takes precedence.",
+        default="",
+    )
+
+    group.addoption(
+        "--llmwb-seal-key",
+        action="store",
+        dest="llmwb_seal_key",
+        default=None,
+        metavar="KEY",
+        help="Seal every bundle written while recording with this Ed25519 private key file "
+        "(PEM). Also $LLMWB_SEAL_KEY or the llmwb_seal_key ini key.",
+    )
+    parser.addini(
+        "llmwb_seal_key",
+        "Private key file (relative to the ini file) that seals recorded bundles; "
+        "--llmwb-seal-key and $LLMWB_SEAL_KEY take precedence.",
         default="",
     )
 
@@ -469,6 +486,24 @@ def _scrubber(config: pytest.Config) -> Any:
     return state.scrubber
 
 
+def _seal_key(config: pytest.Config) -> Any:
+    """The key that seals recorded bundles: --llmwb-seal-key > $LLMWB_SEAL_KEY > ini; or None.
+
+    Read once per session and kept in memory only: the private key is never written.
+    """
+    state = config.stash[_session_key]
+    if state.seal_key is None:
+        from .evidence.keys import SEAL_KEY_ENV, load_signing_key
+
+        chosen = config.getoption("llmwb_seal_key") or os.environ.get(SEAL_KEY_ENV)
+        if not chosen:
+            ini = config.getini("llmwb_seal_key")
+            base = config.inipath.parent if config.inipath is not None else config.rootpath
+            chosen = str(base / ini) if ini else None
+        state.seal_key = load_signing_key(chosen) if chosen else False
+    return state.seal_key or None
+
+
 def _prices(config: pytest.Config) -> Any:
     """The session's price table: LLMWB_PRICE_FILE > llmwb_price_file > genai-prices."""
     state = config.stash[_session_key]
@@ -603,6 +638,11 @@ def _finish(
             # `new` with nothing new leaves the bundle as it was (volatile.json too)
             written = run.save(path, keep_unchanged=run_mode == "new").written
             if written:
+                key = _seal_key(config)
+                if key is not None:
+                    from .evidence.seal import seal_bundle
+
+                    seal_bundle(path, key)
                 item.user_properties.append(("llmwb_written", str(path)))
         else:
             _keep_failed(item, run, path)

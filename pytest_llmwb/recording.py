@@ -1131,6 +1131,7 @@ class Run:
                 reviewer=recorded.reviewer,
                 reason=recorded.reason,
                 edit=recorded.edit,
+                signature=recorded.signature,
             )
         else:
             from .reviewers import GateRequest
@@ -1151,6 +1152,7 @@ class Run:
             reviewer=decision.reviewer,
             reason=decision.reason,
             edit=decision.edit,
+            signature=decision.signature,
             at=_now(),
         )
         if decision.decision == "edited" and isinstance(subject, ArtifactFact):

@@ -21,6 +21,7 @@ __all__ = [
     "GateRequest",
     "PolicyReviewer",
     "ScriptedReviewer",
+    "SignedReviewer",
     "TerminalReviewer",
 ]
 
@@ -97,6 +98,53 @@ def ask(reviewer: Any, request: GateRequest) -> tuple[GateDecision, BaseExceptio
         reason = f"the reviewer raised {name}: {exc}"
         return GateDecision(decision="escalated", reviewer=identity, reason=reason), exc
     return as_decision(raw, identity, where=f"gate {request.gate_id!r}"), None
+
+
+class SignedReviewer:
+    """Any reviewer whose decisions are signed with the reviewer's own Ed25519 key.
+
+    ``key`` is a private key file (PEM, PKCS#8) or a loaded
+    :class:`~pytest_llmwb.evidence.keys.SigningKey`; it is held in memory only. The
+    recorded reviewer identity gains the key id, and each decision a signature over its
+    gate id, decision, subject digest, policy, reviewer, reason and edit, which ``llmwb
+    explain --trust KEYS`` checks::
+
+        reviewer = SignedReviewer(CallbackReviewer(ask_finance, identity=ana), "ana.pem")
+
+    A reviewer that raises is not signed for: its ``escalated`` decision is recorded
+    unsigned, as for any reviewer.
+    """
+
+    def __init__(self, reviewer: Any, key: Any, identity: Reviewer | None = None) -> None:
+        from .evidence.keys import SigningKey, load_signing_key
+
+        self.reviewer = reviewer
+        self.key = key if isinstance(key, SigningKey) else load_signing_key(key)
+        inner = identity or getattr(reviewer, "identity", None)
+        if not isinstance(inner, Reviewer):
+            name = getattr(reviewer, "__qualname__", type(reviewer).__qualname__)
+            inner = Reviewer(id=str(name), kind="human")
+        self.identity = inner.model_copy(update={"keyid": self.key.keyid})
+
+    def review(self, request: GateRequest) -> GateDecision:
+        """Ask the wrapped reviewer, then sign its decision."""
+        from .evidence.decisions import sign_decision
+
+        inner = self.reviewer
+        raw = inner.review(request) if hasattr(inner, "review") else inner(request.subject)
+        decision = as_decision(raw, self.identity, where=f"gate {request.gate_id!r}")
+        decision = decision.model_copy(update={"reviewer": self.identity})
+        signature = sign_decision(
+            self.key,
+            gate_id=request.gate_id,
+            decision=decision.decision,
+            subject_digest=None if request.subject_ref is None else request.subject_ref.digest,
+            policy=request.policy,
+            reviewer=self.identity,
+            reason=decision.reason,
+            edit=decision.edit,
+        )
+        return decision.model_copy(update={"signature": signature})
 
 
 class PolicyReviewer:

@@ -234,11 +234,30 @@ class PolicyRef(_Model):
     version: str = "1"
 
 
-class Reviewer(_Model):
-    """Who decided: an id and a kind (``human``, ``policy`` or ``test``)."""
+class _Unsigned:
+    """Leave the signature fields out of the repr while they are unset.
+
+    Most decisions are not signed; their repr stays as short as it was before
+    signatures existed.
+    """
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            if not (name in ("keyid", "signature") and value is None):
+                yield name, value
+
+
+class Reviewer(_Unsigned, _Model):
+    """Who decided: an id and a kind (``human``, ``policy`` or ``test``).
+
+    ``keyid`` is set when the reviewer signs decisions with an Ed25519 key (see
+    :class:`~pytest_llmwb.reviewers.SignedReviewer`): the key id names the key; the
+    key that verifies it always comes from the verifier's trust store.
+    """
 
     id: str
     kind: ReviewerKind
+    keyid: str | None = None
 
 
 class SubjectRef(_Model):
@@ -257,13 +276,15 @@ class SubjectRef(_Model):
     value: JsonValue = None
 
 
-class GateDecision(_Model):
+class GateDecision(_Unsigned, _Model):
     """The outcome of a gate as returned by a reviewer."""
 
     decision: GateDecisionValue
     reviewer: Reviewer
     reason: str | None = None
     edit: JsonValue = None
+    #: The reviewer's Ed25519 signature (base64) of the decision statement.
+    signature: str | None = None
 
 
 # --- facts -----------------------------------------------------------------------------
@@ -332,7 +353,7 @@ class ToolCallFact(_FactBase):
     concurrent: bool = False
 
 
-class GateFact(_FactBase):
+class GateFact(_Unsigned, _FactBase):
     """A gate decision, bound to the digest of what was reviewed."""
 
     kind: Literal["gate"] = "gate"
@@ -347,6 +368,9 @@ class GateFact(_FactBase):
     #: Made concurrently with other calls (threads or tasks of the run): replay pairs
     #: it with a live call by request digest, not by ordinal (see docs/concepts.md).
     concurrent: bool = False
+    #: The reviewer's Ed25519 signature (base64) of the decision statement: gate id,
+    #: decision, subject digest, policy, reviewer, reason and edit (see docs/evidence.md).
+    signature: str | None = None
 
 
 class ArtifactFact(_FactBase):

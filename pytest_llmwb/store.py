@@ -43,6 +43,7 @@ from .exceptions import (
     BundleCorruptError,
     BundleIntegrityError,
     BundleNotFoundError,
+    BundleRedactedError,
     BundleWriteError,
     SchemaVersionError,
     UnknownFactKindError,
@@ -75,6 +76,8 @@ DAG = "dag.json"
 FACTS = "facts.jsonl"
 VOLATILE = "volatile.json"
 BLOBS = "blobs"
+#: Present only in a redacted sealed bundle (see pytest_llmwb.evidence.seal).
+REDACTIONS = "seal/redactions.json"
 
 #: Strings longer than this many UTF-8 bytes are stored out of line in ``blobs/``.
 BLOB_THRESHOLD = 16 * 1024
@@ -937,6 +940,13 @@ def load_bundle(
         )
         hint = f" (a copy from an interrupted write is at {leftovers[0]})" if leftovers else ""
         raise BundleNotFoundError(f"no bundle at {root}{hint}", fix=_RECORD_FIX)
+    if (root / REDACTIONS).is_file():
+        raise BundleRedactedError(
+            f"bundle {root} is redacted: values were withheld (listed in {REDACTIONS}); "
+            "a digest is not content, so it cannot serve a replay",
+            fix="replay the unredacted bundle; hand the redacted copy to auditors only "
+            f"(check it with: llmwb verify {root} --trust KEY.pub)",
+        )
     raw_manifest = _loads(_read(manifest_path, MAX_MANIFEST_BYTES), manifest_path)
     _check_version(raw_manifest, manifest_path)
     manifest: Manifest = _validated(Manifest, raw_manifest, manifest_path)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-BENCHMARKS = {"record_overhead", "replay", "plugin_import", "capture", "diff"}
+BENCHMARKS = {"record_overhead", "replay", "plugin_import", "capture", "diff", "evidence"}
 ROW_KEYS = {
     "bench",
     "metric",

@@ -262,6 +262,9 @@ def docs_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     for name in ("LLMWB_EXAMPLE_PROVIDER", "LLMWB_EXAMPLE_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    # the page's own pytest runs are no xdist workers, even when this test runs in one
+    # (syrupy, seeing the variable, would keep its report for a controller that is not there)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     # hypothesis's plugin costs over a second per in-process run and plays no part here
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
     monkeypatch.setenv("COLUMNS", "80")
