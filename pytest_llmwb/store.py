@@ -235,7 +235,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Replace one file by a fully written copy: readers see the old or the new bytes."""
     staged = path.with_name(f".{path.name}.{_staging_tag()}")
     try:
@@ -1201,9 +1201,9 @@ def rehash_bundle(path: str | os.PathLike[str]) -> Bundle:
         }
     )
     if not volatile_path.exists():
-        _write_file(volatile_path, volatile_bytes)
+        write_atomic(volatile_path, volatile_bytes)
     _check_blobs(root, updated, seen, seen)
-    _write_atomic(manifest_path, dumps_pretty(updated.model_dump(mode="json")))
+    write_atomic(manifest_path, dumps_pretty(updated.model_dump(mode="json")))
     return load_bundle(root)
 
 

@@ -159,18 +159,6 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return raw
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    from ..store import _write_file
-
-    staged = path.with_name(f".{path.name}.llmwb-tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        _write_file(staged, data)
-        os.replace(staged, path)
-    finally:
-        if staged.exists():
-            staged.unlink()
-
-
 # --- sealing -----------------------------------------------------------------------------
 
 
@@ -777,7 +765,7 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
     fact's captured wire ``exchange`` and any blob that contains a withheld string are
     withheld too. Returns the withheld blob names.
     """
-    from ..store import BLOBS, FACTS, MANIFEST
+    from ..store import BLOBS, FACTS, MANIFEST, write_atomic
 
     root = Path(path)
     seal_dir = root / SEAL_DIR
@@ -842,7 +830,7 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
     _set_facts_digest(manifest, digest_bytes(new_facts))
     blobs |= new_blobs
     try:
-        _write_atomic(
+        write_atomic(
             seal_dir / REDACTIONS,
             dumps_pretty(
                 {"fields": [f"{s}/{n}" for s, n in sorted(fields)], "blobs": sorted(blobs)}
@@ -851,9 +839,9 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
         # redactions.json goes first: from then on the bundle refuses to replay, even
         # if the writes below are interrupted
         salt_lines = (orjson.dumps(s, option=orjson.OPT_SORT_KEYS) + b"\n" for s in salts)
-        _write_atomic(seal_dir / SALTS, b"".join(salt_lines))
-        _write_atomic(root / FACTS, new_facts)
-        _write_atomic(root / MANIFEST, dumps_pretty(manifest))
+        write_atomic(seal_dir / SALTS, b"".join(salt_lines))
+        write_atomic(root / FACTS, new_facts)
+        write_atomic(root / MANIFEST, dumps_pretty(manifest))
         for ref in sorted(new_blobs):
             (blobs_dir / ref.removeprefix("sha256:")).unlink(missing_ok=True)
     except OSError as exc:

@@ -8,9 +8,7 @@ attributes) as decimal strings. Same bundle, same bytes.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -163,16 +161,10 @@ def export_bundles(
     if output is None:
         stdout.write(data.decode())
         return 0
-    target = Path(output)
+    from ..store import write_atomic
+
     try:
-        handle, staged = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(staged, target)
-        except BaseException:
-            os.unlink(staged)
-            raise
+        write_atomic(Path(output), data)
     except OSError as exc:
         raise ExportError(
             f"llmwb export: cannot write {output}: {exc.strerror or exc}",

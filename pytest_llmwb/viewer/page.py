@@ -16,7 +16,6 @@ import hashlib
 import html
 import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -97,19 +96,11 @@ def write_page(path: str | os.PathLike[str], page: str) -> Path:
             f"cannot write the viewer page {target}: the directory {folder} {what}",
             fix=f"create it first (mkdir -p {folder}) or write elsewhere with -o FILE",
         )
-    data = page.encode("utf-8")
-    handle, temporary = None, None
+    from ..store import write_atomic
+
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
+        write_atomic(target, page.encode("utf-8"))
     except OSError as exc:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
         raise ViewerWriteError(
             f"cannot write the viewer page {target}: {exc.strerror or exc}",
             fix=f"make {folder} writable, or write elsewhere with -o FILE",

@@ -112,6 +112,7 @@ def big_run(path: Path, calls: int = 250) -> Path:
         .tool("fetch")
         .gate("check")
         .chain("plan", "fetch", "check")
+        .edge("check", "plan")
     )
 
     def answer(request: Any) -> ModelResponse:
