@@ -47,6 +47,9 @@ NODE_HEIGHT = 64
 _COLUMN = NODE_WIDTH + 32
 _ROW = NODE_HEIGHT + 24
 _MARGIN = 12
+# an edge that skips columns is drawn as an arc below its row, deeper the more it skips,
+# so that it does not run behind the nodes it passes
+_ARC = 18
 
 
 def _clip(value: Any) -> Any:
@@ -147,13 +150,19 @@ def _dag(
         )
     columns = max((c for c, _ in place.values()), default=-1) + 1
     rows = max((r for _, r in place.values()), default=-1) + 1
+    skipped = max(
+        (place[t][0] - place[s][0] - 1 for s, t in every_edge if s in place and t in place),
+        default=0,
+    )
     return {
         "name": dag.name,
         "declared": dag.declared,
         "digest": dag.digest,
         "width": 2 * _MARGIN + max(columns * _COLUMN - 32, 0),
-        "height": 2 * _MARGIN + max(rows * _ROW - 24, 0),
+        "height": 2 * _MARGIN + max(rows * _ROW - 24, 0) + _ARC * max(skipped, 0),
         "node_width": NODE_WIDTH,
+        "column": _COLUMN,
+        "arc": _ARC,
         "node_height": NODE_HEIGHT,
         "nodes": nodes,
         "edges": [

@@ -137,6 +137,23 @@ def test_layers_follow_the_edges_and_do_not_depend_on_anything_else() -> None:
     }
 
 
+def test_an_edge_that_skips_columns_gets_room_below_its_row() -> None:
+    from pytest_llmwb import Dag, Run
+
+    chain = Dag("chain").tool("a").tool("b").tool("c").chain("a", "b", "c")
+    with Run("chain", dag=chain) as straight:
+        pass
+    with Run(
+        "skip", dag=Dag("skip").tool("a").tool("b").tool("c").chain("a", "b", "c").edge("a", "c")
+    ) as skipping:
+        pass
+    flat = run_model(straight, name="chain", source="-")["dag"]
+    arced = run_model(skipping, name="skip", source="-")["dag"]
+    # the arc a -> c passes below b: the drawing is one arc deeper, not wider
+    assert arced["width"] == flat["width"]
+    assert arced["height"] == flat["height"] + arced["arc"]
+
+
 def test_a_thousand_facts_render_quickly(tmp_path: Path) -> None:
     bundle = big_run(tmp_path / "big")
     started = time.perf_counter()

@@ -110,9 +110,18 @@
       var a = at[e.source], b = at[e.target];
       if (!a || !b) return;
       var x1 = a.x + w, y1 = a.y + h / 2, x2 = b.x, y2 = b.y + h / 2;
-      if (x2 <= x1) { x1 = a.x + w / 2; y1 = a.y + h; x2 = b.x + w / 2; y2 = b.y; }
-      var mid = (x1 + x2) / 2;
-      var path = svg("path", { d: "M" + x1 + "," + y1 + " C" + mid + "," + y1 + " " + mid + "," + y2 + " " + x2 + "," + y2,
+      var skips = Math.round((b.x - a.x) / d.column) - 1, shape;
+      if (skips > 0) {
+        // past the nodes between them: an arc below, deeper the more columns it skips
+        x1 = a.x + w / 2; y1 = a.y + h; x2 = b.x + w / 2; y2 = b.y + h;
+        var low = Math.max(y1, y2) + d.arc * skips * 1.3;
+        shape = "M" + x1 + "," + y1 + " C" + x1 + "," + low + " " + x2 + "," + low + " " + x2 + "," + y2;
+      } else {
+        if (x2 <= x1) { x1 = a.x + w / 2; y1 = a.y + h; x2 = b.x + w / 2; y2 = b.y; }
+        var mid = (x1 + x2) / 2;
+        shape = "M" + x1 + "," + y1 + " C" + mid + "," + y1 + " " + mid + "," + y2 + " " + x2 + "," + y2;
+      }
+      var path = svg("path", { d: shape,
         "class": "edge" + (e.marker ? " mark-" + e.marker : ""), "marker-end": "url(#arrow)" });
       var tip = svg("title");
       tip.textContent = e.source + " \u2192 " + e.target + (e.marker ? " (" + e.marker + ")" : "");
