@@ -454,7 +454,7 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
     capture = _capture(item, marker, run)
     finished = False
     try:
-        with run, capture:
+        with run, capture, _trace_environ(run):
             yield run
         _finish(item, run, mode, run_mode, path, marker, capture)
         finished = True
@@ -463,6 +463,34 @@ def llmwb(request: pytest.FixtureRequest) -> Iterator[Run]:
         report = item.stash.get(_report_key, None)
         if not finished or (report is not None and report.failed):
             _view_failed(item, run, run_mode, path)
+
+
+@contextlib.contextmanager
+def _trace_environ(run: Run) -> Iterator[None]:
+    """While the test runs, processes it starts inherit the run's current span.
+
+    ``TRACEPARENT``/``TRACESTATE`` are set for the test's duration (a test runs alone in
+    its process) and put back afterwards; with no trace context nothing changes.
+    """
+    values = run.subprocess_env({})
+    if "TRACEPARENT" not in values:
+        yield
+        return
+    names = ("TRACEPARENT", "TRACESTATE")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        if name in values:
+            os.environ[name] = values[name]
+        else:
+            os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _check_transitions(config: pytest.Config, marker: dict[str, Any]) -> bool:

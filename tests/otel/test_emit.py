@@ -163,3 +163,48 @@ def test_a_replayed_run_emits_the_spans_of_the_calls_it_served(
     assert chat.parent is not None
     assert chat.parent.span_id == spans["step plan"].get_span_context().span_id
     assert len(spans) == 6
+
+
+def test_processes_a_test_starts_join_its_run_and_the_environment_is_put_back(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRACEPARENT", raising=False)
+    monkeypatch.setenv("TRACESTATE", "stale=1")
+    pytester.makeini(
+        """
+        [pytest]
+        llmwb_mode = rewrite
+        llmwb_emit_spans = true
+        """
+    )
+    pytester.makeconftest(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())
+        """
+    )
+    pytester.makepyfile(
+        """
+        import os, subprocess, sys
+        from opentelemetry import trace
+
+        CHILD = "import os; print(os.environ.get('TRACEPARENT'), os.environ.get('TRACESTATE'))"
+
+        def test_agent(llmwb):
+            root = trace.get_current_span().get_span_context()
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD], capture_output=True, text=True, check=True
+            )
+            parent, state = child.stdout.split()
+            assert parent.startswith(f"00-{root.trace_id:032x}-{root.span_id:016x}-")
+            assert state == "None"  # another parent's trace state would be wrong
+
+        def test_after():
+            assert "TRACEPARENT" not in os.environ
+            assert os.environ["TRACESTATE"] == "stale=1"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
