@@ -430,9 +430,16 @@ def _evidence(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return 0
     if args.command == "redact":
-        withheld = sealing.redact_bundle(args.bundle, args.path)
-        out.write(f"redacted {args.bundle}: withheld {', '.join(args.path)}")
-        out.write(f" and {len(withheld)} blob(s)\n" if withheld else "\n")
+        done = sealing.redact_bundle(args.bundle, args.path)
+        out.write(f"redacted {args.bundle}: withheld {', '.join(done.fields) or 'nothing new'}")
+        out.write(f" and {len(done.blobs)} blob(s)\n" if done.blobs else "\n")
+        if done.still_visible:
+            err.write(
+                f"llmwb redact: note: withheld text still appears in "
+                f"{', '.join(done.still_visible)}; withhold those too if it matters: "
+                + " ".join(f"--path {p}" for p in done.still_visible)
+                + "\n"
+            )
         return 0
     if args.command == "prove":
         proof = sealing.prove_fact(args.bundle, args.fact)

@@ -757,13 +757,38 @@ def _blob_refs(value: Any) -> Iterator[str]:
 MIN_SEARCH = 8
 
 
-def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[str]:
+@dataclass(frozen=True)
+class Redaction:
+    """What :func:`redact_bundle` withheld, and where withheld text still shows."""
+
+    #: The fields withheld by this call, ``SEQ/FIELD``: those asked for and the plain
+    #: digests computed from them (``request_digest``, ``content_digest``), which would
+    #: let anyone confirm a guessed value.
+    fields: list[str]
+    #: The blobs withheld by this call.
+    blobs: list[str]
+    #: Fields left in the bundle that still contain a withheld string (8 characters or
+    #: more), ``SEQ/FIELD``: withhold them too if that matters.
+    still_visible: list[str]
+
+
+#: Fields whose plain (unsalted) digest another field of the same fact holds: withholding
+#: the value withholds that digest too, or a guess could be confirmed against it.
+DIGEST_OF = {
+    "request": "request_digest",
+    "arguments": "request_digest",
+    "content": "content_digest",
+}
+
+
+def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redaction:
     """Withhold fields of a sealed bundle: ``SEQ/FIELD`` (a top-level field of fact SEQ).
 
     Each value becomes ``{"$redacted": <its commitment>}`` and its salt is dropped, so the
-    seal still verifies and reports what was withheld. Blobs the value refers to, the
-    fact's captured wire ``exchange`` and any blob that contains a withheld string are
-    withheld too. Returns the withheld blob names.
+    seal still verifies and reports what was withheld. The fact's plain digest of the
+    value (``request_digest`` of a request or tool arguments, ``content_digest`` of an
+    artifact), blobs the value refers to, the fact's captured wire ``exchange`` and any
+    blob that contains a withheld string are withheld too.
     """
     from ..store import BLOBS, FACTS, MANIFEST, write_atomic
 
@@ -782,8 +807,7 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
     except (ValueError, OSError) as exc:
         raise _damaged(root, exc) from None
     fields, blobs = _redactions(root)
-    withheld_strings: set[str] = set()
-    new_blobs: set[str] = set()
+    targets: list[tuple[int, str]] = []
     for entry in paths:
         seq_text, _, name = entry.strip("/").partition("/")
         if not seq_text.isdigit() or not name:
@@ -799,22 +823,42 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
             )
         raw = facts[seq - 1]
         if name in FIXED or name not in raw:
-            available = ", ".join(k for k in raw if k not in FIXED)
+            available = [k for k in raw if k not in FIXED]
+            example = next(
+                (k for k in available if k in DIGEST_OF or k in ("response", "result")), None
+            )
             raise RedactionError(
                 f"fact {seq} ({raw['kind']}) has no field {name!r} that can be withheld "
-                f"(it has: {available})",
-                fix=f"name one of its fields, e.g. {seq}/{available.split(', ')[0] or 'FIELD'}",
+                f"(it has: {', '.join(available)})",
+                fix=f"name one of its fields, e.g. {seq}/{example or (available or ['FIELD'])[0]}",
             )
+        targets.append((seq, name))
+        if DIGEST_OF.get(name) in raw:
+            targets.append((seq, DIGEST_OF[name]))
+    withheld_strings: set[str] = set()
+    new_blobs: set[str] = set()
+    new_fields: list[str] = []
+    for seq, name in targets:
+        raw = facts[seq - 1]
         value = raw[name]
         if _is_redacted(value):
             continue
         raw[name] = {REDACTED_KEY: commitment(salts[seq - 1].pop(name), name, value)}
         fields.add((seq, name))
+        new_fields.append(f"{seq}/{name}")
         new_blobs.update(_blob_refs(value))
         exchange = raw.get("exchange")
         if isinstance(exchange, str):
             new_blobs.add(exchange)  # the wire exchange holds the request and response again
         withheld_strings.update(s for s in _strings(value) if len(s) >= MIN_SEARCH)
+    still_visible = [
+        f"{raw['seq']}/{name}"
+        for raw in facts
+        for name, value in raw.items()
+        if name not in FIXED
+        and not _is_redacted(value)
+        and any(s in text for text in _strings(value) for s in withheld_strings)
+    ]
     blobs_dir = root / BLOBS
     if blobs_dir.is_dir() and withheld_strings:
         needles = [s.encode() for s in withheld_strings]
@@ -849,4 +893,4 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> list[st
             f"cannot write the redacted bundle {root}: {exc.strerror or exc}",
             fix="make the bundle writable and redact again",
         ) from None
-    return sorted(new_blobs)
+    return Redaction(fields=new_fields, blobs=sorted(new_blobs), still_visible=still_visible)

@@ -207,7 +207,7 @@ def test_redaction_keeps_the_seal_valid_and_says_what_was_withheld(
     tiny: Path, trust: TrustStore
 ) -> None:
     before = prove_fact(tiny, 1)
-    withheld = redact_bundle(tiny, ["1/response"])
+    withheld = redact_bundle(tiny, ["1/response"]).blobs
     verdict = verify_bundle(tiny, trust)
     assert verdict.withheld_fields == ["1/response"]
     # the exchange blob repeats the answer: it is withheld too
@@ -233,7 +233,12 @@ def test_redacting_twice_is_harmless_and_every_flip_after_is_caught(
 ) -> None:
     redact_bundle(tiny, ["1/response"])
     redact_bundle(tiny, ["1/response", "1/request"])
-    assert verify_bundle(tiny, trust).withheld_fields == ["1/request", "1/response"]
+    # the request's plain digest goes with it: a guess could be confirmed against it
+    assert verify_bundle(tiny, trust).withheld_fields == [
+        "1/request",
+        "1/request_digest",
+        "1/response",
+    ]
     redactions = tiny / "seal" / "redactions.json"
     original = redactions.read_bytes()
     data = bytearray(original)
@@ -365,5 +370,29 @@ def test_redaction_withholds_any_blob_that_repeats_the_value(
     path = tmp_path / "two"
     write_bundle(path, name="two", dag=run.dag, facts=facts, blobs={ref: other})
     seal_bundle(path, key)
-    assert redact_bundle(path, ["1/response"]) == [ref]
+    assert redact_bundle(path, ["1/response"]).blobs == [ref]
     assert verify_bundle(path, trust).withheld_blobs == [ref]
+
+
+def test_redaction_names_fields_where_the_withheld_text_still_shows(
+    tmp_path: Path, key: SigningKey, trust: TrustStore
+) -> None:
+    from pytest_llmwb import Dag, Run
+
+    email = "ana@example.com"
+    with Run("leak", dag=Dag("leak").tool("lookup").tool("notify")) as run:
+        run.tool_call("lookup", {"order": "A-42"}, lambda: {"email": email})
+        run.tool_call("notify", {"to": email}, lambda: {"sent": True})
+    run.save(tmp_path / "leak")
+    seal_bundle(tmp_path / "leak", key)
+    done = redact_bundle(tmp_path / "leak", ["1/result", "1/arguments"])
+    # the plain digest of the arguments would confirm a guessed order id: withheld too
+    assert done.fields == ["1/result", "1/arguments", "1/request_digest"]
+    assert done.still_visible == ["2/arguments"]
+    facts = (tmp_path / "leak" / "facts.jsonl").read_text().splitlines()
+    assert "A-42" not in facts[0] and "request_digest" in facts[0]
+    assert verify_bundle(tmp_path / "leak", trust).withheld_fields == [
+        "1/arguments",
+        "1/request_digest",
+        "1/result",
+    ]
