@@ -124,7 +124,7 @@ def explain_gate(bundle: Any, gate_id: str | None, out: TextIO, trust: Any = Non
         if index:
             out.write("\n")
         out.write("\n".join(describe_gate(gate)) + "\n")
-        out.write(f"  signature: {check_decision(gate, trust).describe()}\n")
+        out.write(f"  signature: {check_decision(gate, trust, facts).describe()}\n")
         path = gate_path(bundle, gate, facts)
         if path.reviewed is not None:
             out.write(f"  reviewed: {_text(path.reviewed, 300)}\n")

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..codec import canonical_json, digest
 from .keys import PublicKey, SigningKey, TrustStore, pae
 
-__all__ = ["DECISION_PAYLOAD_TYPE", "DecisionCheck", "check_decision", "decision_statement"]
+__all__ = [
+    "DECISION_PAYLOAD_TYPE",
+    "DecisionCheck",
+    "check_decision",
+    "decision_statement",
+    "subject_problem",
+]
 
 #: The DSSE payload type of a signed gate decision.
 DECISION_PAYLOAD_TYPE = "application/vnd.llmwb.gate-decision+json"
@@ -68,6 +75,36 @@ def _fields(fact: Any) -> dict[str, Any]:
     }
 
 
+def subject_problem(fact: Any, facts: Sequence[Any]) -> str | None:
+    """Why the subject a gate fact names does not match the digest it was decided on.
+
+    A signature binds the decision to ``subject.digest``; this checks that the bundle
+    still holds what has that digest: the value itself, the artifact revision or the
+    tool call at ``subject.seq``. ``None`` when it does (or there is no subject).
+    """
+    from ..replay import call_request
+    from ..schema import ArtifactFact, ToolCallFact
+
+    subject = fact.subject
+    if subject is None:
+        return None
+    if subject.kind == "value":
+        held, what = subject.value, "its value"
+    else:
+        source = facts[subject.seq - 1] if subject.seq and 0 < subject.seq <= len(facts) else None
+        if subject.kind == "artifact" and isinstance(source, ArtifactFact):
+            if (source.name, source.revision) != (subject.name, subject.revision):
+                return f"fact {subject.seq} is not artifact {subject.name!r} rev {subject.revision}"
+            held, what = source.content, f"artifact {source.name!r} (fact {source.seq})"
+        elif subject.kind == "tool_call" and isinstance(source, ToolCallFact):
+            held, what = call_request(source), f"tool call {source.tool!r} (fact {source.seq})"
+        else:
+            return f"fact {subject.seq} is not the {subject.kind} the decision names"
+    if digest(held) != subject.digest:
+        return f"{what} does not have the digest the decision was made on"
+    return None
+
+
 @dataclass(frozen=True)
 class DecisionCheck:
     """Whether a gate fact is signed, by whom, and whether the signature verifies."""
@@ -78,9 +115,14 @@ class DecisionCheck:
     #: (no trust store given) or the key is not in it (then ``key`` is ``None``).
     verified: bool | None
     key: PublicKey | None = None
+    #: Why what the bundle holds as the subject is not what was decided on, if it is not.
+    subject_problem: str | None = None
 
     def describe(self) -> str:
         """One line for ``llmwb explain``."""
+        if self.subject_problem is not None:
+            state = "not signed" if not self.signed else f"signed by key {(self.keyid or '?')[:12]}"
+            return f"{state}: DOES NOT VERIFY (the subject was changed: {self.subject_problem})"
         if not self.signed:
             return "not signed"
         who = f"key {(self.keyid or '?')[:12]}"
@@ -95,9 +137,19 @@ class DecisionCheck:
         return f"signed by {who}"
 
 
-def check_decision(fact: Any, trust: TrustStore | None = None) -> DecisionCheck:
-    """Check the signature of a gate fact against ``trust`` (if given)."""
+def check_decision(
+    fact: Any, trust: TrustStore | None = None, facts: Sequence[Any] | None = None
+) -> DecisionCheck:
+    """Check the signature of a gate fact against ``trust`` (if given).
+
+    With the run's ``facts``, also check that the subject the bundle holds is the one
+    the decision was made on (see :func:`subject_problem`): a signature over a digest
+    proves nothing about a subject that was swapped under it.
+    """
     keyid = fact.reviewer.keyid
+    problem = subject_problem(fact, facts) if facts is not None else None
+    if problem is not None:
+        return DecisionCheck(fact.signature is not None, keyid, False, None, problem)
     if fact.signature is None:
         return DecisionCheck(False, keyid, None)
     if trust is None:

@@ -114,3 +114,41 @@ def test_explain_says_whether_and_by_whom_a_decision_is_signed(
 def test_a_missing_reviewer_key_is_a_seal_error(tmp_path: Path) -> None:
     with pytest.raises(SealError, match="cannot read the private key"):
         SignedReviewer(lambda s: True, tmp_path / "nope.pem")
+
+
+def test_a_subject_swapped_under_a_signed_decision_does_not_verify(
+    tmp_path: Path, key: SigningKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "b"
+    _record(path, key, amount=20)
+    facts = path / "facts.jsonl"
+    facts.write_text(facts.read_text().replace('"value":{"amount":20}', '"value":{"amount":50000}'))
+    assert main(["rehash", str(path)]) == 0  # the bundle accepts the edit as a bundle ...
+    (gate,) = load_bundle(path).gates()
+    trust = TrustStore.load([key.source + ".pub"])
+    check = check_decision(gate, trust, load_bundle(path).facts)
+    # ... but the decision was not made on what it now shows
+    assert check.verified is False
+    assert check.subject_problem == "its value does not have the digest the decision was made on"
+    assert main(["explain", str(path), "--trust", key.source + ".pub"]) == 0
+    out = capsys.readouterr().out
+    assert "DOES NOT VERIFY (the subject was changed: its value" in out
+    assert "verifies against" not in out
+
+
+def test_an_artifact_subject_is_checked_against_the_revision_it_names(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    ana = Reviewer(id="ana@example.com", kind="human")
+    reviewer = SignedReviewer(lambda subject: ("approved", "fine"), key, identity=ana)
+    dag = Dag("replies").node("draft").gate("review").edge("draft", "review")
+    with Run("reply", dag=dag) as run:
+        reply = run.artifact("reply", {"text": "Refund issued."}, node="draft")
+        run.gate("review", subject=reply, reviewer=reviewer)
+    facts = list(run.facts)
+    trust = TrustStore.load([key.source + ".pub"])
+    assert check_decision(facts[1], trust, facts).verified is True
+    swapped = facts[0].model_copy(update={"content": {"text": "No refund."}})
+    assert check_decision(facts[1], trust, [swapped, facts[1]]).subject_problem == (
+        "artifact 'reply' (fact 1) does not have the digest the decision was made on"
+    )
