@@ -78,6 +78,8 @@ VOLATILE = "volatile.json"
 BLOBS = "blobs"
 #: Present only in a redacted sealed bundle (see pytest_llmwb.evidence.seal).
 REDACTIONS = "seal/redactions.json"
+#: How a sealed bundle's redaction marks a withheld field: ``{"$redacted": <commitment>}``.
+REDACTED_KEY = "$redacted"
 
 #: Strings longer than this many UTF-8 bytes are stored out of line in ``blobs/``.
 BLOB_THRESHOLD = 16 * 1024
@@ -674,16 +676,29 @@ def read_blob(blobs_dir: Path, ref: str, *, referrer: tuple[Path, int] | None = 
 
 
 def _inline(
-    value: Any, blobs_dir: Path, facts_path: Path, line: int, seen: set[str] | None = None
+    value: Any,
+    blobs_dir: Path,
+    facts_path: Path,
+    line: int,
+    seen: set[str] | None = None,
+    texts: dict[str, str] | None = None,
 ) -> Any:
+    """``value`` with each ``$blob`` reference replaced by the blob's text.
+
+    With ``texts``, each blob is read, checked and decoded once however often it is
+    referenced, and the references share one string: a bundle that names one large
+    blob many times costs its size once, not once per reference.
+    """
     if isinstance(value, dict):
         if BLOB_KEY in value and len(value) == 2:
             ref = value[BLOB_KEY]
+            if texts is not None and isinstance(ref, str) and ref in texts:
+                return texts[ref]
             data = read_blob(blobs_dir, ref, referrer=(facts_path, line))
             if seen is not None:
                 seen.add(ref)
             try:
-                return data.decode()
+                text = data.decode()
             except UnicodeDecodeError:
                 raise BundleCorruptError(
                     f"blob {ref} is not UTF-8 text, which a string stored out of line is",
@@ -691,9 +706,12 @@ def _inline(
                     line=line,
                     fix=_RECORD_FIX,
                 ) from None
-        return {k: _inline(v, blobs_dir, facts_path, line, seen) for k, v in value.items()}
+            if texts is not None:
+                texts[ref] = text
+            return text
+        return {k: _inline(v, blobs_dir, facts_path, line, seen, texts) for k, v in value.items()}
     if isinstance(value, list):
-        return [_inline(v, blobs_dir, facts_path, line, seen) for v in value]
+        return [_inline(v, blobs_dir, facts_path, line, seen, texts) for v in value]
     return value
 
 
@@ -973,10 +991,28 @@ def load_bundle(
     verified: set[str] = set()
     referenced: set[str] = set()
 
-    def load(line: int, record: bytes, seen: set[str] | None = None) -> Any:
+    def load(
+        line: int,
+        record: bytes,
+        seen: set[str] | None = None,
+        texts: dict[str, str] | None = None,
+    ) -> Any:
         raw = _loads(record, facts_path, line)
+        if isinstance(raw, dict):
+            for name, value in raw.items():
+                if (
+                    isinstance(value, dict)
+                    and len(value) == 1
+                    and isinstance(value.get(REDACTED_KEY), str)
+                ):
+                    raise BundleRedactedError(
+                        f"bundle {root} is redacted: fact {line} has {name!r} withheld "
+                        "(a digest is not content, so it cannot serve a replay)",
+                        fix="replay the unredacted bundle; hand the redacted copy to auditors "
+                        f"only (check it with: llmwb verify {root} --trust KEY.pub)",
+                    )
         if blob_key in record:
-            raw = _inline(raw, blobs_dir, facts_path, line, seen)
+            raw = _inline(raw, blobs_dir, facts_path, line, seen, texts)
         return parse_fact(raw, facts_path, line, volatile_facts.get(str(line)))
 
     facts: list[Any] = []
@@ -987,8 +1023,9 @@ def load_bundle(
     collecting = gc.isenabled()
     gc.disable()
     try:
+        texts: dict[str, str] = {}  # each blob's text once, however often it is named
         for line, record, start in iter_fact_lines(facts_bytes, facts_path):
-            fact = load(line, record, verified)
+            fact = load(line, record, verified, texts)
             if fact.seq != line:
                 raise BundleCorruptError(
                     f"fact seq {fact.seq} is on line {line}: facts must be in seq order from 1",

@@ -354,3 +354,28 @@ def test_rehash_of_a_version_1_bundle_still_checks_volatile_values(captured: Pat
     (captured / "volatile.json").write_bytes(orjson.dumps(volatile))
     with pytest.raises(BundleCorruptError, match="would change what the fact says"):
         rehash_bundle(captured)
+
+
+def test_a_blob_named_many_times_is_read_and_held_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pytest_llmwb.store as store
+    from pytest_llmwb import Dag, Run
+
+    long = "x" * 40_000  # stored out of line
+    with Run("many", dag=Dag("many").tool("echo")) as run:
+        for index in range(30):
+            run.tool_call("echo", {"index": index}, lambda: long)
+    run.save(tmp_path / "b")
+    reads: list[str] = []
+    real = store.read_blob
+
+    def counting(blobs_dir: Path, ref: str, **kwargs: Any) -> bytes:
+        reads.append(ref)
+        return real(blobs_dir, ref, **kwargs)
+
+    monkeypatch.setattr(store, "read_blob", counting)
+    results = [fact.result for fact in store.load_bundle(tmp_path / "b").tool_calls()]
+    assert results == [long] * 30
+    assert len(reads) == 1
+    assert len({id(result) for result in results}) == 1  # one string, not thirty copies

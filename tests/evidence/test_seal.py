@@ -226,6 +226,10 @@ def test_a_redacted_bundle_refuses_to_replay_with_a_named_error(tiny: Path) -> N
     redact_bundle(tiny, ["1/response"])
     with pytest.raises(BundleRedactedError, match="is redacted"):
         load_bundle(tiny)
+    # hiding the list of redactions does not make the withheld values content
+    (tiny / "seal" / "redactions.json").unlink()
+    with pytest.raises(BundleRedactedError, match="fact 1 has 'response' withheld"):
+        load_bundle(tiny)
 
 
 def test_redacting_twice_is_harmless_and_every_flip_after_is_caught(
