@@ -233,6 +233,15 @@ def pytest_configure(config: pytest.Config) -> None:
             f"--llmwb-record and --llmwb-mode={mode} contradict each other: "
             "--llmwb-record means --llmwb-mode=rewrite; pass only one"
         )
+    session_mode = "rewrite" if config.getoption("llmwb_record") else (mode or ini_mode)
+    if session_mode in ("once", "new", "rewrite"):
+        # a key that cannot seal must stop the session before any test calls anything live
+        from .exceptions import LlmwbError
+
+        try:
+            _seal_key(config)
+        except LlmwbError as exc:
+            raise pytest.UsageError(f"the seal key: {exc}") from None
 
 
 # --- resolving a test's settings ----------------------------------------------------------

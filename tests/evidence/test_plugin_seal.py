@@ -54,13 +54,17 @@ def test_record_without_a_key_does_not_seal(pytester: pytest.Pytester, agent: Ag
     assert not (pytester.path / BUNDLE / "seal").exists()
 
 
-def test_a_bad_seal_key_fails_the_recording_with_its_name(
+def test_a_bad_seal_key_stops_the_recording_before_anything_runs(
     pytester: pytest.Pytester, agent: Agent
 ) -> None:
     pytester.makepyfile(test_flow=TEST_FLOW)
     result = pytester.runpytest("--llmwb-record", "--llmwb-seal-key=missing.pem")
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*SealError: cannot read the private key missing.pem*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the seal key: cannot read the private key missing.pem*"])
+    assert agent.live_calls() == []  # nothing ran live
+    assert not (pytester.path / BUNDLE).exists()
+    # a replay needs no key: the same setting does not stop it
+    pytester.runpytest("--llmwb-seal-key=missing.pem").assert_outcomes(errors=1)
 
 
 def test_replaying_a_redacted_bundle_fails_with_a_named_error(
