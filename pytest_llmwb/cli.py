@@ -202,6 +202,20 @@ def view(bundles: list[str], output: str | None, out: TextIO) -> int:
     return 0
 
 
+def _sealed(bundle: str) -> bool:
+    from pathlib import Path
+
+    return (Path(bundle) / "seal").is_dir()
+
+
+def _seal_note(bundle: str, what: str) -> None:
+    """Say that rewriting a sealed bundle broke its seal, and how to seal it again."""
+    sys.stderr.write(
+        f"llmwb: note: the seal of {bundle} {what}: the bundle changed; "
+        f"seal it again with: llmwb seal {bundle} --key KEY\n"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmwb",
@@ -538,22 +552,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rehash":
             from .store import rehash_bundle
 
+            sealed = _sealed(args.bundle)
             bundle = rehash_bundle(args.bundle)
             sys.stdout.write(
                 f"{args.bundle}: manifest updated ({bundle.manifest.fact_count} facts)\n"
             )
+            if sealed:
+                _seal_note(args.bundle, "is out of date (llmwb verify says INVALID)")
             return 0
         if args.command in ("keygen", "seal", "verify", "prove", "verify-proof", "redact"):
             return _evidence(args, sys.stdout, sys.stderr)
         if args.command == "reprice":
             from .pricing import default_table, reprice_bundle
 
-            return reprice_bundle(
+            sealed = _sealed(args.bundle) and not args.dry_run
+            code = reprice_bundle(
                 args.bundle,
                 table=default_table(args.price_file),
                 dry_run=args.dry_run,
                 out=sys.stdout,
             )
+            if sealed and not _sealed(args.bundle):
+                _seal_note(args.bundle, "was removed with the old costs")
+            return code
     except LlmwbError as exc:
         sys.stderr.write(f"llmwb: error: {exc}\n")
         return 2

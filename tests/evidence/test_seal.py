@@ -400,3 +400,20 @@ def test_redaction_names_fields_where_the_withheld_text_still_shows(
         "1/request_digest",
         "1/result",
     ]
+
+
+def test_rehash_of_a_sealed_bundle_says_its_seal_is_out_of_date(
+    tmp_path: Path, key: SigningKey, trust: TrustStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_llmwb import Dag, Run
+
+    with Run("edit", dag=Dag("edit").tool("lookup")) as run:
+        run.tool_call("lookup", {"order": "A-42"}, lambda: {"status": "shipped"})
+    run.save(tmp_path / "b")
+    seal_bundle(tmp_path / "b", key)
+    facts = tmp_path / "b" / "facts.jsonl"
+    facts.write_text(facts.read_text().replace("shipped", "refunded"))
+    assert main(["rehash", str(tmp_path / "b")]) == 0
+    assert f"the seal of {tmp_path / 'b'} is out of date" in capsys.readouterr().err
+    with pytest.raises(SealVerificationError):
+        verify_bundle(tmp_path / "b", trust)

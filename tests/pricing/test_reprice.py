@@ -177,3 +177,21 @@ def test_a_broken_price_file_fails_the_recording_test_with_its_name(
     result = project.runpytest("--llmwb-record")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*PriceFileError: price file *v1.toml: models.'m'*"])
+
+
+def test_repricing_a_sealed_bundle_says_its_seal_is_gone(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_llmwb.evidence.keys import generate_key
+    from pytest_llmwb.evidence.seal import seal_bundle
+
+    seal_bundle(bundle, generate_key(tmp_path / "key"))
+    v2 = bundle.parent / "v2.toml"
+    assert main(["reprice", str(bundle), "--price-file", str(v2), "--dry-run"]) == 0
+    assert "seal" not in capsys.readouterr().err  # a dry run changes nothing
+    assert main(["reprice", str(bundle), "--price-file", str(v2)]) == 0
+    assert not (bundle / "seal").exists()
+    assert capsys.readouterr().err == (
+        f"llmwb: note: the seal of {bundle} was removed with the old costs: the bundle "
+        f"changed; seal it again with: llmwb seal {bundle} --key KEY\n"
+    )
