@@ -67,6 +67,8 @@ class _Session:
 
 _session_key = pytest.StashKey[_Session]()
 _report_key = pytest.StashKey[pytest.TestReport]()
+# the drift error a failed test's call ended with (its viewer page shows it)
+_drift_key = pytest.StashKey[BaseException]()
 _path_key = pytest.StashKey[Path]()
 
 
@@ -366,6 +368,8 @@ def pytest_runtest_makereport(
             report.longrepr = longrepr
         elif report.failed:
             drift = _caused_by(call.excinfo.value, "ReplayDriftError")
+            if drift is not None and report.when == "call":
+                item.stash[_drift_key] = drift
             crash = getattr(report.longrepr, "reprcrash", None)
             if drift is not None and crash is not None:
                 # the short summary names the drift, even when an SDK wrapped it, with
@@ -739,6 +743,12 @@ def _view_failed(item: pytest.Item, run: Run, run_mode: str, path: Path) -> None
     from .exceptions import LlmwbError
     from .viewer.report import failed_test_page
 
+    # the drift errors the replay raised, and the one the test failed with if it is not
+    # among them (a DAG drift is raised by declare(), outside the replay index)
+    drift: list[BaseException] = list(run.raised_drift)
+    failure = item.stash.get(_drift_key, None)
+    if failure is not None and not any(failure is error for error in drift):
+        drift.insert(0, failure)
     try:
         page = failed_test_page(
             run,
@@ -746,6 +756,7 @@ def _view_failed(item: pytest.Item, run: Run, run_mode: str, path: Path) -> None
             replayed=run_mode in ("replay", "verify"),
             bundle_path=path,
             view_dir=view_dir,
+            drift=drift,
         )
     except LlmwbError as exc:  # the test's own failure is the one to report
         item.add_report_section("teardown", "llmwb view", f"no viewer page: {exc}")

@@ -10,6 +10,7 @@ the new run marked with what the semantic diff (:mod:`pytest_llmwb.diff`) found.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,15 @@ def diff_page(
     *,
     names: tuple[str, str],
     sources: tuple[str, str],
+    drift: Sequence[BaseException] = (),
     **options: Any,
 ) -> str:
     """The HTML page of ``new`` marked with its differences from ``old``.
 
-    ``options`` go to :func:`pytest_llmwb.diff.diff_runs` (``ignore``, ``max_changes``, ...).
+    ``drift`` holds the drift errors that stopped ``new``, a failed replay of ``old``:
+    the page shows them first, and what the run never got to as not reached
+    (:func:`~pytest_llmwb.viewer.model.diff_model`). ``options`` go to
+    :func:`pytest_llmwb.diff.diff_runs` (``ignore``, ``max_changes``, ...).
     """
     from ..diff.command import paused_gc
     from ..diff.engine import diff_runs
@@ -54,7 +59,7 @@ def diff_page(
     options.setdefault("max_changes", None)
     with paused_gc():
         diff = diff_runs(old, new, **options)
-    model = diff_model(old, new, diff, names=names, sources=sources)
+    model = diff_model(old, new, diff, names=names, sources=sources, drift=drift)
     return render_page(model, title=f"llmwb view: {names[0]} → {names[1]}")
 
 

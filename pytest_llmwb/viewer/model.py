@@ -28,7 +28,7 @@ from ..diff.engine import (
 from ..diff.render import render_json
 from ..schema import ArtifactFact, DagSnapshot, GateFact, ModelIOFact
 
-__all__ = ["FORMAT", "diff_model", "run_model"]
+__all__ = ["FORMAT", "diff_model", "drift_model", "run_model"]
 
 #: Names the shape of the page data, so a page says which viewer wrote it.
 FORMAT = "llmwb-view/1"
@@ -274,6 +274,80 @@ def run_model(run: RunLike, *, name: str, source: str) -> dict[str, Any]:
     }
 
 
+# how a recorded fact the replayed run never got to is said, by its marker (the page's
+# marker of each says why: the run stopped at the drift)
+_STOPPED = {"unreached": "not reached", "drifted": "drifted"}
+
+
+def drift_model(errors: Sequence[BaseException]) -> list[dict[str, Any]]:
+    """The drift errors a replayed run raised, as the page's banner shows them.
+
+    Each has the error's class (``kind``), its first line (``headline``), the rest of its
+    message (``details``: for a DAG drift, each node or edge that changed), the node and
+    call it happened at when the error names them, each changed JSON path with its
+    recorded and its new value (request drift), and the ``fix``.
+    """
+    from ..replay import nth
+
+    found = []
+    for error in errors:
+        message = str(getattr(error, "message", error))
+        headline, _, rest = message.partition("\n")
+        node = getattr(error, "node", None)
+        ordinal = getattr(error, "ordinal", None)
+        if node is None and hasattr(error, "target"):  # a DAG transition: the step to it
+            node = error.target
+        changes = [
+            {"path": str(path), "old": _clip(old), "new": _clip(new)}
+            for path, old, new in getattr(error, "changes", None) or ()
+        ]
+        found.append(
+            {
+                "kind": type(error).__name__,
+                "headline": headline.rstrip(":"),
+                # the changed paths are listed with their values; the rest is said as is
+                "details": [
+                    line.strip()
+                    for line in rest.split("\n")
+                    if line.strip()
+                    and not (changes and line.startswith("    "))
+                    and not (changes and line.strip().startswith("changed (recorded"))
+                ],
+                "node": node or "",
+                "ordinal": ordinal,
+                "call": nth(ordinal) if isinstance(ordinal, int) else "",
+                "changes": changes,
+                "fix": str(getattr(error, "fix", None) or ""),
+            }
+        )
+    return found
+
+
+def _stopped_summary(diff: RunDiff, stopped: Mapping[int, str]) -> str:
+    """The diff in words when the run stopped at a drift: not reached, then real changes."""
+    unreached = sum(1 for mark in stopped.values() if mark == "unreached")
+    words = ["the run stopped at the drift"]
+    if len(stopped) > unreached:
+        words.append(f"{len(stopped) - unreached} drifted call(s)")
+    if unreached:
+        words.append(f"{unreached} recorded fact(s) not reached")
+    others = [
+        change
+        for change in diff.changes
+        if not (isinstance(change, FactRemoved) and change.fact.seq in stopped)
+    ]
+    said = ", ".join(words)
+    if not others:
+        return said
+    top = sorted(others, key=lambda change: change.rank)[:3]
+    more = f"; and {len(others) - len(top)} more" if len(others) > len(top) else ""
+    return (
+        f"{said}; {len(others)} other change{'s' if len(others) != 1 else ''}: "
+        + "; ".join(change.headline for change in top)
+        + more
+    )
+
+
 def _money_delta(old: Mapping[str, Decimal], new: Mapping[str, Decimal]) -> str:
     parts = []
     for currency in sorted({*old, *new}):
@@ -290,11 +364,17 @@ def diff_model(
     *,
     names: tuple[str, str],
     sources: tuple[str, str],
+    drift: Sequence[BaseException] = (),
 ) -> dict[str, Any]:
     """The page data of two runs compared: the new run, marked with what ``diff`` found.
 
     Nodes, facts, gates and artifacts of the new run carry a ``marker`` (``added``,
     ``changed``, ``moved``); what only the old run had is kept with ``removed``.
+
+    ``drift`` holds the drift errors that stopped ``new`` (a failed replay): they go to
+    ``diff.drift`` (see :func:`drift_model`), and the old run's facts past the last one
+    the new run reached are marked ``unreached`` instead of ``removed`` — the recorded
+    call a request drift names is ``drifted`` — since the run never got to them.
     """
     model = run_model(new, name=names[1], source=sources[1])
     old_facts = list(old.facts)
@@ -315,6 +395,21 @@ def diff_model(
     model["dag"] = _dag(new.dag, summary.by_node, removed_nodes, node_markers, old_edges)
 
     records = render_json(diff)
+    gone = {c.fact.seq for c in diff.fact_changes if isinstance(c, FactRemoved)}
+    stopped: dict[int, str] = {}
+    if drift:
+        # the run stopped at the drift: what it never got to was not removed from it
+        reached = max((f.seq for f in old_facts if f.seq not in gone), default=0)
+        stopped = {seq: "unreached" for seq in gone if seq > reached}
+        for error in drift:
+            node, ordinal = getattr(error, "node", None), getattr(error, "ordinal", None)
+            if node is None or not isinstance(ordinal, int):
+                continue
+            for fact in old_facts:
+                if (fact.node, getattr(fact, "ordinal", None)) == (node, ordinal) and (
+                    fact.seq in gone
+                ):
+                    stopped[fact.seq] = "drifted"
     fact_markers: dict[int, dict[str, Any]] = {}
     removed: list[dict[str, Any]] = []
     removed_gates: list[GateFact] = []
@@ -331,7 +426,12 @@ def diff_model(
             for seq in change.new_seqs:
                 fact_markers.setdefault(seq, {"marker": "moved", "changes": []})
         elif isinstance(change, FactRemoved):
-            removed.append({**_fact(change.fact), "marker": "removed"})
+            mark = stopped.get(change.fact.seq, "removed")
+            record["marker"] = mark
+            if mark != "removed":
+                said = f"{fact_label(change.fact)} {_STOPPED[mark]}"
+                record["summary"] = said + change.summary[len(change.headline) :]
+            removed.append({**_fact(change.fact), "marker": mark})
             if isinstance(change.fact, GateFact):
                 removed_gates.append(change.fact)
     for fact in model["facts"]:
@@ -344,7 +444,7 @@ def diff_model(
             gate["marker"], gate["changes"] = found["marker"], found["changes"]
     for old_gate in removed_gates:
         card = _gate(old, old_gate, old_facts)
-        card["marker"] = "removed"
+        card["marker"] = stopped.get(old_gate.seq, "removed")
         model["gates"].append(card)
     for artifact in model["artifacts"]:
         found = fact_markers.get(artifact["seq"])
@@ -364,11 +464,16 @@ def diff_model(
             }
         )
     total = diff.total_usage
+    stats = dict(records["stats"])
+    stats["unreached"] = sum(1 for mark in stopped.values() if mark == "unreached")
+    stats["drifted"] = len(stopped) - stats["unreached"]
+    stats["removed"] -= len(stopped)
     model["diff"] = {
         "old": {"name": names[0], "source": sources[0], "fact_count": len(old_facts)},
         "verdict": diff.verdict,
-        "summary": diff.summary,
-        "stats": records["stats"],
+        "summary": _stopped_summary(diff, stopped) if stopped else diff.summary,
+        "stats": stats,
+        "drift": drift_model(drift),
         "cut": diff.cut,
         "dag_changes": records["dag_changes"],
         "fact_changes": records["fact_changes"],

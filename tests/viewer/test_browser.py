@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from snapshot.refunds import record
+from snapshot.refunds import agent, record
 
+from pytest_llmwb import PayloadDriftError, Run
 from pytest_llmwb.viewer import view_bundles
+from pytest_llmwb.viewer.report import failed_test_page
 
 from .conftest import big_run
 from .test_page import APPROVED, ATTACK, REJECTED
@@ -78,6 +80,39 @@ def test_a_changed_dag_node_is_marked_in_the_drawing(
         page.text('#dag g.node[data-node="approve"]') == "approve\ngate ~ changed\nno model calls"
     )
     assert page.text('#dag g.node[data-node="lookup"]') == "lookup\ntool\nno model calls"
+
+
+def test_a_failed_replays_page_says_what_drifted_in_its_banner(
+    tmp_path: Path, open_page: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = record(tmp_path / "bundle", question="Classify: where is my refund?")
+    monkeypatch.setenv("REFUNDS_QUESTION", "Categorize: where is my refund?")
+    with Run("drifted", mode="replay", replay=bundle) as run, pytest.raises(PayloadDriftError):
+        agent()["handle"]()
+    path = failed_test_page(
+        run,
+        test_id="test_flow.py::test_refund",
+        replayed=True,
+        bundle_path=bundle,
+        view_dir=tmp_path / "pages",
+        drift=run.raised_drift,
+    )
+    page = open_page(path)
+    page.screenshot(tmp_path / "drift.png", request)
+    banner = page.text("#verdict")
+    assert banner.startswith("The replay stopped at a drift:\nPayloadDriftError request drift")
+    assert "node answer, 1st call (ordinal 0)" in banner
+    assert (
+        '/messages/0/content: "Classify: where is my refund?" → '
+        '"Categorize: where is my refund?"' in banner
+    )
+    assert "fix: record the run again" in banner
+    assert "3 not reached (the run stopped at the drift)" in banner
+    removed = page.text("#timeline").split("Facts only the old run has")[1]
+    assert "approve" in removed and "refund(order_id='A1')" in removed
+    assert removed.count("not reached (the run stopped at the drift)") == 3
+    assert removed.count("\u2260 drifted (the run stopped here)") == 1
+    assert "\u2212 removed" not in page.text("body")
 
 
 def test_a_prompt_with_markup_is_shown_as_text_and_never_runs(

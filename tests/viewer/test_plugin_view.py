@@ -122,3 +122,68 @@ def test_pages_written_by_xdist_workers_are_listed_once(
     result.stdout.fnmatch_lines(
         ["*2 viewer page(s) of failed tests:", f"  pages/{pages[0]}", f"  pages/{pages[1]}"]
     )
+
+
+def test_a_request_drift_page_shows_the_drift_and_what_the_run_never_reached(
+    pytester: pytest.Pytester, refunds: Refunds
+) -> None:
+    pytester.makepyfile(test_flow=TEST)
+    refunds.set(question="Classify: where is my refund?")
+    pytester.runpytest("--llmwb-record", "test_flow.py::test_refund").assert_outcomes(passed=1)
+    refunds.offline()
+    refunds.set(question="Categorize: where is my refund?")
+    result = pytester.runpytest("--llmwb-view-dir", "pages", "test_flow.py::test_refund")
+    result.assert_outcomes(failed=1)
+    (page,) = (pytester.path / "pages").glob("*.html")
+    diff = embedded(page)["diff"]
+    (drift,) = diff["drift"]
+    assert drift["kind"] == "PayloadDriftError"
+    assert drift["headline"].startswith("request drift at node 'answer', 1st call")
+    assert (drift["node"], drift["ordinal"], drift["call"]) == ("answer", 0, "1st call")
+    assert drift["changes"] == [
+        {
+            "path": "/messages/0/content",
+            "old": "Classify: where is my refund?",
+            "new": "Categorize: where is my refund?",
+        }
+    ]
+    assert drift["fix"] == "pytest --llmwb-record test_flow.py::test_refund"
+    # the lookup ran; the model call drifted; the run never got to anything after it
+    removed = {f["label"]: f["marker"] for f in diff["removed_facts"]}
+    assert removed.pop("model call answer#0") == "drifted"
+    assert removed and set(removed.values()) == {"unreached"}
+    assert diff["stats"]["removed"] == 0
+    assert diff["stats"]["unreached"] == len(removed)
+    assert diff["summary"] == (
+        "the run stopped at the drift, 1 drifted call(s), 3 recorded fact(s) not reached"
+    )
+    said = [c["summary"] for c in diff["fact_changes"] if c["change"] == "fact_removed"]
+    assert all("removed" not in line for line in said), said
+    assert said[:2] == [
+        "model call answer#0 drifted: m-1, 15 tokens",
+        "artifact reply rev 1 not reached",
+    ]
+
+
+def test_a_dag_drift_page_shows_the_drift_and_no_fact_as_removed(
+    pytester: pytest.Pytester, recorded: Refunds
+) -> None:
+    recorded.set(prompt="Answer in two sentences.")
+    result = pytester.runpytest("--llmwb-view-dir", "pages", "test_flow.py::test_refund")
+    result.assert_outcomes(failed=1)
+    (page,) = (pytester.path / "pages").glob("*.html")
+    diff = embedded(page)["diff"]
+    (drift,) = diff["drift"]
+    assert drift["kind"] == "DagDriftError"
+    assert any(
+        "Answer in one sentence." in line and "Answer in two sentences." in line
+        for line in drift["details"]
+    ), drift["details"]
+    assert drift["fix"].startswith("pytest --llmwb-record")
+    assert diff["removed_facts"]
+    assert {f["marker"] for f in diff["removed_facts"]} == {"unreached"}
+    assert diff["stats"]["removed"] == 0
+    assert diff["summary"] == (
+        "the run stopped at the drift, 5 recorded fact(s) not reached; "
+        "1 other change: node answer prompt changed"
+    )

@@ -3,7 +3,8 @@
 (function () {
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
-  var MARKS = { added: "+ added", removed: "\u2212 removed", changed: "~ changed", moved: "\u2195 moved" };
+  var MARKS = { added: "+ added", removed: "\u2212 removed", changed: "~ changed", moved: "\u2195 moved",
+    unreached: "not reached (the run stopped at the drift)", drifted: "\u2260 drifted (the run stopped here)" };
 
   function el(tag, cls) {
     var node = document.createElement(tag);
@@ -79,15 +80,48 @@
     parts.push(nav);
     if (data.diff) {
       var d = data.diff;
-      var banner = el("div", "panel banner" + (d.verdict === "same" ? " same" : ""));
+      var drift = d.drift || [];
+      var banner = el("div", "panel banner" + (d.verdict === "same" && !drift.length ? " same" : "") + (drift.length ? " drift" : ""));
       banner.id = "verdict";
-      add(banner, el("strong", "", d.summary));
+      if (drift.length) {
+        add(banner, el("strong", "", "The replay stopped at " + (drift.length > 1 ? drift.length + " drift errors" : "a drift") + ":"));
+        drift.forEach(function (e) { add(banner, driftError(e)); });
+        add(banner, el("div", "sub", "Compared with the bundle: " + d.summary));
+      } else {
+        add(banner, el("strong", "", d.summary));
+      }
       add(banner, el("div", "sub", d.stats.aligned + " facts aligned, " + d.stats.changed + " changed, " +
-        d.stats.added + " added, " + d.stats.removed + " removed, " + d.stats.moved + " moved; tokens " +
+        d.stats.added + " added, " + d.stats.removed + " removed, " + d.stats.moved + " moved" +
+        (d.stats.unreached ? ", " + d.stats.unreached + " not reached (the run stopped at the drift)" : "") + "; tokens " +
         d.total.old_tokens + " \u2192 " + d.total.new_tokens + (d.total.cost_delta ? "; cost " + d.total.cost_delta : "")));
       parts.push(banner);
     }
     return el("header", "", parts);
+  }
+
+  // One drift error of the banner: its class and first line, where, each changed path
+  // with its recorded and its new value, the rest of its message, and the fix.
+  function driftError(e) {
+    var box = el("div", "drift-error");
+    box.setAttribute("data-drift", e.kind);
+    add(box, el("div", "", el("code", "kind", e.kind), " ", e.headline));
+    if (e.node) add(box, el("div", "sub", "node " + e.node + (e.call ? ", " + e.call + " (ordinal " + e.ordinal + ")" : "")));
+    if (e.changes.length) {
+      var ul = el("ul", "value-change drift-changes");
+      e.changes.forEach(function (c) {
+        add(ul, el("li", "", el("code", "", c.path || "(the whole request)"), ": ",
+          driftValue(c.old, "old"), " \u2192 ", driftValue(c.new, "new")));
+      });
+      add(box, [el("div", "sub", "changed (recorded \u2192 now):"), ul]);
+    }
+    if (e.details.length) add(box, el("pre", "", e.details.join("\n")));
+    if (e.fix) add(box, el("div", "fix", el("b", "", "fix: "), el("code", "", e.fix)));
+    return box;
+  }
+
+  function driftValue(value, side) {
+    // a side the request does not have is said so, not shown as a string
+    return value === "<absent>" ? el("em", side, "absent") : el("code", side, JSON.stringify(value));
   }
 
   function dag(run) {
@@ -250,7 +284,7 @@
     if (data.diff && data.diff.removed_facts.length) {
       add(s, el("h3", "", "Facts only the old run has"));
       add(s, table(["#", "kind", "node", "what happened", ""], data.diff.removed_facts.map(function (f) {
-        return [String(f.seq), f.kind, f.node, f.text || f.label, marker("removed")];
+        return [String(f.seq), f.kind, f.node, f.text || f.label, marker(f.marker || "removed")];
       }), [true]));
     }
     return s;
@@ -299,7 +333,7 @@
     if (!all.length) { add(s, el("p", "empty", diff.summary)); return s; }
     var ul = el("ul", "changes");
     all.forEach(function (c) {
-      var kind = c.change.indexOf("added") >= 0 ? "added" : c.change.indexOf("removed") >= 0 ? "removed" : c.change === "facts_moved" ? "moved" : "changed";
+      var kind = c.marker ? c.marker : c.change.indexOf("added") >= 0 ? "added" : c.change.indexOf("removed") >= 0 ? "removed" : c.change === "facts_moved" ? "moved" : "changed";
       var li = el("li", "", marker(kind), " ", c.summary);
       if (c.changes && c.changes.length) add(li, valueChanges(c.changes));
       add(ul, li);
