@@ -117,7 +117,13 @@ def has_concurrency(lanes: Sequence[Lane]) -> bool:
 
 
 def _several(lanes: Sequence[Lane]) -> bool:
-    return bool(lanes) and any(lane is not lanes[0] for lane in lanes)
+    """Whether ``lanes`` may hold concurrent facts: more than one lane, or a pool thread.
+
+    A single pool thread counts: a pool whose calls are quick (served from a bundle in
+    replay) may run them all on its first worker, where the recording spread them over
+    four; their facts must be ordered the same either way.
+    """
+    return bool(lanes) and (lanes[0].adopted or any(lane is not lanes[0] for lane in lanes))
 
 
 def _sort_key(fact: Any) -> tuple[str, str, str, str]:

@@ -313,3 +313,82 @@ def test_concurrent_openai_calls_captured_over_http_record_and_replay_determinis
     with Run.replay(tmp_path / "0") as run, capture(run):
         assert asyncio.run(ask_all(base, shuffled)) == [f"re: {q}" for q in shuffled]
         run.check_complete()
+
+
+FAN_TEST = """
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest_llmwb as llmwb
+from pytest_llmwb import Dag
+
+ITEMS = ["a", "b", "c", "d", "e", "f"]
+DAG = Dag("fan").tool("fetch")
+
+
+@llmwb.tool
+def fetch(item: str) -> dict:
+    time.sleep(random.random() / 100)  # live: the calls finish in any order
+    return {"item": item, "ok": True}
+
+
+def test_fan(llmwb):
+    llmwb.declare(DAG)
+    note = os.environ.get("FAN_NOTE")
+
+    def task(item):
+        out = fetch(item)
+        if note:  # host-side facts, made from the pool threads too
+            llmwb.artifact(f"seen-{item}", {"note": note}, node="fetch", derived_from=[])
+        return out
+
+    with ThreadPoolExecutor(int(os.environ["FAN_WORKERS"])) as pool:
+        out = list(pool.map(task, ITEMS))
+    assert [o["item"] for o in out] == ITEMS
+"""
+
+
+def test_a_pool_fan_out_replays_against_its_golden_bundle_however_many_workers_it_uses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replayed calls are answered at once, so a pool often runs them all on one worker.
+
+    That single pool thread is as concurrent as four: the replayed facts take the
+    recorded canonical order, the golden check passes every time, and
+    ``--snapshot-update`` writes the bytes a recording writes.
+    """
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly -p no:hypothesispytest -p no:benchmark")
+    pytester.makepyfile(test_fan=FAN_TEST)
+    bundle = pytester.path / "llmwb_bundles" / "test_fan" / "test_fan"
+    monkeypatch.setenv("FAN_WORKERS", "4")
+    pytester.runpytest("--llmwb-record").assert_outcomes(passed=1)
+    recorded = files(bundle)
+    assert all(f.concurrent for f in load_bundle(bundle).tool_calls())
+    for workers in [1, 4, 1, 2, 1, 4, 1, 3]:
+        monkeypatch.setenv("FAN_WORKERS", str(workers))
+        pytester.runpytest().assert_outcomes(passed=1)  # and no GoldenMismatchError
+    assert files(bundle) == recorded
+
+    monkeypatch.setenv("FAN_NOTE", "seen")  # a host-side change, written offline
+    monkeypatch.setenv("FAN_WORKERS", "1")
+    updated = pytester.runpytest("--snapshot-update")
+    updated.assert_outcomes(passed=1)
+    updated.stdout.fnmatch_lines(["*1 bundle(s) written:*"])
+    written = files(bundle)
+    assert written != recorded
+    monkeypatch.setenv("FAN_WORKERS", "4")
+    pytester.runpytest("--llmwb-record").assert_outcomes(passed=1)
+    assert files(bundle) == written
+
+
+def fan_out(path: Path, workers: int) -> tuple[bytes, bytes]:
+    """Six tool calls over a pool of ``workers`` threads, recorded and saved."""
+    with Run("fan") as run, ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda q: run.tool_call("fetch", {"q": q}, lambda: {"q": q}), "abcdef"))
+    return files(run.save(path).path)
+
+
+def test_a_pool_records_the_same_bytes_on_one_worker_as_on_four(tmp_path: Path) -> None:
+    assert fan_out(tmp_path / "one", 1) == fan_out(tmp_path / "four", 4)
