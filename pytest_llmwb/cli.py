@@ -488,9 +488,9 @@ def _evidence(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 where=args.proof,
                 fix="make it again with: llmwb prove BUNDLE --fact SEQ -o PROOF",
             ) from None
-        fact = sealing.verify_proof(proof, trust, where=args.proof)
-        out.write(f"VALID: fact {fact['seq']} ({fact['kind']} at node {fact['node']})\n")
-        out.write(orjson.dumps(fact, option=orjson.OPT_INDENT_2).decode() + "\n")
+        checked = sealing.check_proof(proof, trust, where=args.proof)
+        out.write(checked.describe() + "\n")
+        out.write(orjson.dumps(checked.fact, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     except SealVerificationError as exc:
         out.write(f"INVALID: {exc}\n")

@@ -96,6 +96,11 @@ class SigningKey:
         return self.key.sign(data)
 
 
+#: The fix of a seal signed by a key that is not trusted: the one INVALID that is not
+#: about the bundle's content.
+TRUST_FIX = "get the signer's public key through a channel you trust and pass it with --trust"
+
+
 def _pem_fix(path: str) -> str:
     return f"create a key pair with: llmwb keygen {path}"
 
@@ -112,6 +117,12 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
         raise SealError(
             f"cannot read the private key {source}: {exc.strerror or exc}", fix=_pem_fix(source)
         ) from None
+    if b"-----BEGIN PUBLIC KEY-----" in data:
+        private = source.removesuffix(".pub") if source.endswith(".pub") else "PRIVATE_KEY"
+        raise SealError(
+            f"{source} is a public key; a seal is signed with the private key of the pair",
+            fix=f"pass the private key instead: --key {private} (the file without .pub)",
+        )
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -323,5 +334,5 @@ def open_envelope(
         f"signed by key {', '.join(h[:12] for h in hints)}, which is not in the trust store "
         f"({trust.describe()})",
         where=where,
-        fix="get the signer's public key through a channel you trust and pass it with --trust",
+        fix=TRUST_FIX,
     )

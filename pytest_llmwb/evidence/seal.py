@@ -14,10 +14,13 @@ A seal is three files in ``<bundle>/seal/``:
     only in a redacted bundle: the fields and blobs withheld.
 
 Each field of a fact (everything but ``seq``, ``kind`` and ``node``) is committed to
-as ``sha256(JCS([salt, name, value]))`` (an SD-JWT disclosure); a fact's leaf is
-``JCS({"seq", "kind", "node", "fields": {name: commitment}})``. Values are committed
-in their stored form, where long strings are blob references, so verification hashes
-large payloads once, as stored bytes; a blob's leaf is its ``sha256:`` name. Redaction
+as ``sha256`` of the disclosure ``[JCS(salt),JCS(name),VALUE]`` (an SD-JWT disclosure),
+where VALUE is the value's stored bytes, exactly as in ``facts.jsonl``: key order and
+number spelling (``20`` or ``20.0``) are part of what replay serves, so they are part
+of what is signed (JCS would normalize both away). A fact's leaf is
+``JCS({"seq", "kind", "node", "fields": {name: commitment}})``. Long strings are stored
+as blob references, so verification hashes large payloads once, as stored bytes; a
+blob's leaf is its ``sha256:`` name. Redaction
 replaces a value by ``{"$redacted": commitment}`` and drops its salt: the leaf, the
 root and the signature stay valid, and the value can later be disclosed on its own.
 """
@@ -30,6 +33,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ from ..exceptions import (
     SealVerificationError,
 )
 from .keys import (
+    TRUST_FIX,
     SigningKey,
     TrustStore,
     load_signing_key,
@@ -82,13 +87,47 @@ SALT_BYTES = 16  # 128 bits, as SD-JWT asks for
 _SEAL_FIX = "seal it again with: llmwb seal BUNDLE --key KEY (after recording it again)"
 
 
+def _verify_fix(root: Path) -> str:
+    """Advice for whoever verifies: sealing again would only hide a change."""
+    return (
+        "get the original bundle again from its source; if the change is yours and "
+        f"intended, record and seal again: llmwb seal {root} --key KEY"
+    )
+
+
+_PROOF_FIX = (
+    "get the original proof again from its source; if it is yours, make it again with: "
+    "llmwb prove BUNDLE --fact SEQ"
+)
+
+
 def _salt() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(SALT_BYTES)).decode().rstrip("=")
 
 
+def disclosure(salt: str, name: str, value: Any) -> bytes:
+    """The disclosure of one field: the JSON array ``[salt, name, value]``.
+
+    The salt and the name are canonical JSON (RFC 8785); the value is its stored bytes
+    (``orjson.dumps`` of the value as parsed from ``facts.jsonl`` gives them back), not
+    JCS, which would sort its keys and read its numbers as doubles: ``{"b":1,"a":2}``
+    and ``{"a":2,"b":1}``, ``20`` and ``20.0`` replay differently, so they must commit
+    differently, and integers above 2**53 must commit at all.
+    """
+    return (
+        b"["
+        + canonical_json(salt)
+        + b","
+        + canonical_json(name)
+        + b","
+        + orjson.dumps(value)
+        + b"]"
+    )
+
+
 def commitment(salt: str, name: str, value: Any) -> str:
-    """The commitment to one field: ``sha256:`` of the JCS disclosure ``[salt, name, value]``."""
-    return digest_bytes(canonical_json([salt, name, value]))
+    """The commitment to one field: ``sha256:`` of its :func:`disclosure`."""
+    return digest_bytes(disclosure(salt, name, value))
 
 
 def fact_leaf(seq: int, kind: str, node: str, fields: dict[str, str]) -> bytes:
@@ -102,15 +141,20 @@ def blob_leaf(ref: str) -> bytes:
     return leaf_hash(ref.encode())
 
 
-def _file_digest(path: Path) -> str:
-    """``sha256:`` of a file, read in chunks: memory stays bounded for any blob size."""
-    sha = hashlib.sha256()
-    buffer = bytearray(1 << 20)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            sha.update(view[:n])
-    return "sha256:" + sha.hexdigest()
+def _read_file(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``, through the store's bounded reader.
+
+    A FIFO, a device or a file over ``limit`` (default: the blob limit) is refused with
+    :class:`~pytest_llmwb.exceptions.BundleCorruptError` instead of hanging the reader.
+    """
+    from ..store import MAX_BLOB_BYTES, _read_regular
+
+    return _read_regular(path, MAX_BLOB_BYTES if limit is None else limit)
+
+
+def _file_digest(path: Path, limit: int | None = None) -> str:
+    """``sha256:`` of a regular file of at most ``limit`` bytes (default: the blob limit)."""
+    return "sha256:" + hashlib.sha256(_read_file(path, limit)).hexdigest()
 
 
 def _lines(data: bytes) -> Iterator[bytes]:
@@ -185,12 +229,22 @@ def seal_bundle(path: str | os.PathLike[str], key: SigningKey | str | os.PathLik
     signer = _signing_key(key)
     load_bundle(root)  # a corrupt (or redacted) bundle is reported as such, not sealed
     manifest = _read_manifest(root)
-    facts_bytes = (root / FACTS).read_bytes()
+    facts_bytes = _read_file(root / FACTS, sys.maxsize)
     salt_lines: list[bytes] = []
     leaves: list[bytes] = []
     for record in _lines(facts_bytes):
         raw = orjson.loads(record)
         salts = {name: _salt() for name in raw if name not in FIXED}
+        for name in salts:
+            if _is_redacted(raw[name]):
+                # it would read as withheld: the seal could never verify nor prove it
+                raise SealError(
+                    f"fact {raw['seq']} ({raw['kind']}): field {name!r} holds a value of the "
+                    f'form {{"{REDACTED_KEY}": "..."}}, which a seal reserves for withheld '
+                    "values; it cannot be sealed",
+                    fix=f"record {name!r} of fact {raw['seq']} in another form (another key "
+                    f"than {REDACTED_KEY!r}), then: llmwb seal {root} --key KEY",
+                )
         fields = {name: commitment(salts[name], name, raw[name]) for name in salts}
         leaves.append(fact_leaf(raw["seq"], raw["kind"], raw["node"], fields))
         salt_lines.append(orjson.dumps(salts, option=orjson.OPT_SORT_KEYS) + b"\n")
@@ -274,16 +328,30 @@ class Verdict:
 
 
 def _invalid(message: str, where: Path | str, line: int | None = None) -> SealVerificationError:
+    # the fix is set by verify_bundle / verify_proof, which know what was verified
     at = f"{where}:{line}" if line is not None else str(where)
-    return SealVerificationError(message, where=at, fix=_SEAL_FIX)
+    return SealVerificationError(message, where=at)
+
+
+def _read_checked(path: Path, limit: int = sys.maxsize) -> bytes:
+    """The bytes of ``path`` for verification, or INVALID naming the file.
+
+    Anything but a readable regular file of at most ``limit`` bytes (a FIFO, a device,
+    a directory) is INVALID, never a hang.
+    """
+    from ..exceptions import BundleCorruptError
+
+    try:
+        return _read_file(path, limit)
+    except BundleCorruptError as exc:
+        raise _invalid(exc.message, path) from None
 
 
 def _read_strict(path: Path, render: Any) -> Any:
     """Parse ``path`` and require it to be exactly as the sealer wrote it."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise _invalid(f"{path.name} is missing", path) from None
+    from ..store import MAX_MANIFEST_BYTES
+
+    data = _read_checked(path, MAX_MANIFEST_BYTES)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -337,7 +405,7 @@ def _subjects(statement: dict[str, Any], where: Path) -> dict[str, str]:
 
 def _redactions(root: Path) -> tuple[set[tuple[int, str]], set[str]]:
     path = root / SEAL_DIR / REDACTIONS
-    if not path.exists():
+    if not os.path.lexists(path):
         return set(), set()
     raw = _read_strict(path, _pretty)
     fields = raw.get("fields") if isinstance(raw, dict) else None
@@ -353,7 +421,7 @@ def _redactions(root: Path) -> tuple[set[tuple[int, str]], set[str]]:
     out: set[tuple[int, str]] = set()
     for entry in fields:
         seq, _, name = entry.partition("/")
-        if not seq.isdigit():
+        if not (seq.isascii() and seq.isdigit()):
             raise _invalid(f"redactions.json names {entry!r}, not SEQ/FIELD", path)
         out.add((int(seq), name))
     return out, set(blobs)
@@ -368,9 +436,18 @@ def verify_bundle(path: str | os.PathLike[str], trust: TrustStore) -> Verdict:
     Raises :class:`SealVerificationError` at the first check that fails (the verdict
     INVALID), :class:`SealError` when the bundle is not sealed.
     """
-    from ..store import BLOBS, DAG, FACTS, MANIFEST, VOLATILE
-
     root = Path(path)
+    try:
+        return _verify_bundle(root, trust)
+    except SealVerificationError as exc:
+        if exc.fix != TRUST_FIX:
+            exc.fix = _verify_fix(root)
+        raise
+
+
+def _verify_bundle(root: Path, trust: TrustStore) -> Verdict:
+    from ..store import BLOBS, DAG, FACTS, MANIFEST, MAX_DAG_BYTES, MAX_VOLATILE_BYTES, VOLATILE
+
     envelope_path = root / SEAL_DIR / ENVELOPE
     if not (root / MANIFEST).is_file():
         raise SealError(f"no bundle at {root}", fix="pass the path of a bundle directory")
@@ -397,31 +474,26 @@ def verify_bundle(path: str | os.PathLike[str], trust: TrustStore) -> Verdict:
                 f"manifest.json: {name!r} differs from the sealed manifest", manifest_path
             )
     facts_path = root / FACTS
-    facts_bytes = facts_path.read_bytes() if facts_path.is_file() else None
-    if facts_bytes is None:
-        raise _invalid("facts.jsonl is missing", facts_path)
+    facts_bytes = _read_checked(facts_path)
     facts_digest = digest_bytes(facts_bytes)
     files = manifest.get("files")
     if manifest.get("facts_digest") != facts_digest or (
         isinstance(files, dict) and files.get(FACTS) != facts_digest
     ):
         raise _invalid("facts.jsonl does not match the manifest's digests of it", facts_path)
+    limits = {DAG: MAX_DAG_BYTES, VOLATILE: MAX_VOLATILE_BYTES}
     for name in (DAG, VOLATILE):
         if name in subjects:
             file = root / name
-            if not file.is_file():
-                raise _invalid(f"{name} is missing", file)
-            if _file_digest(file).removeprefix("sha256:") != subjects[name]:
+            digest = hashlib.sha256(_read_checked(file, limits[name])).hexdigest()
+            if digest != subjects[name]:
                 raise _invalid(f"{name} does not match its signed digest", file)
         elif name == DAG:
             raise _invalid("the signed statement has no dag.json subject", envelope_path)
 
     withheld_fields, withheld_blobs = _redactions(root)
     salts_path = root / SEAL_DIR / SALTS
-    try:
-        salts_bytes = salts_path.read_bytes()
-    except OSError:
-        raise _invalid("salts.jsonl is missing", salts_path) from None
+    salts_bytes = _read_checked(salts_path)
     if facts_bytes and not facts_bytes.endswith(b"\n"):
         raise _invalid("facts.jsonl is truncated (no final newline)", facts_path)
     if salts_bytes and not salts_bytes.endswith(b"\n"):
@@ -497,10 +569,9 @@ def verify_bundle(path: str | os.PathLike[str], trust: TrustStore) -> Verdict:
 
 
 def _readable_digest(file: Path) -> str:
-    try:
-        return _file_digest(file)
-    except OSError as exc:
-        raise _invalid(f"cannot read {file.name}: {exc.strerror or exc}", file) from None
+    from ..store import MAX_BLOB_BYTES
+
+    return "sha256:" + hashlib.sha256(_read_checked(file, MAX_BLOB_BYTES)).hexdigest()
 
 
 def _is_redacted(value: Any) -> bool:
@@ -523,7 +594,13 @@ def _fact_leaf(
     if not isinstance(raw, dict) or orjson.dumps(raw) != record:
         raise _invalid("fact was changed: not in the form the recorder wrote", facts_path, line)
     seq, kind, node = raw.get("seq"), raw.get("kind"), raw.get("node")
-    if seq != line or not isinstance(kind, str) or not isinstance(node, str):
+    # type(seq) is int: 1.0 and True equal 1 in Python and are the same number in JCS
+    if (
+        type(seq) is not int
+        or seq != line
+        or not isinstance(kind, str)
+        or not isinstance(node, str)
+    ):
         raise _invalid(
             f"fact on line {line} has seq {seq!r}, kind {kind!r}, node {node!r}", facts_path, line
         )
@@ -558,10 +635,7 @@ def _fact_leaf(
             raise _invalid(
                 f"fact {seq}: field {name!r} has no salt (field added?)", salts_path, line
             )
-        try:
-            fields[name] = commitment(salt, name, value)
-        except ValueError as exc:
-            raise _invalid(f"fact {seq}: field {name!r}: {exc}", facts_path, line) from None
+        fields[name] = commitment(salt, name, value)
     if set(salts) - set(fields):
         extra = sorted(set(salts) - set(fields))[0]
         raise _invalid(f"fact {seq}: field {extra!r} was removed", facts_path, line)
@@ -586,8 +660,8 @@ def _leaves_of(root: Path) -> tuple[list[bytes], list[dict[str, Any]], list[dict
     """Leaf hashes of a sealed bundle, with its parsed facts and salts (unverified)."""
     from ..store import FACTS
 
-    facts = [orjson.loads(r) for r in _lines((root / FACTS).read_bytes())]
-    salts = [orjson.loads(r) for r in _lines((root / SEAL_DIR / SALTS).read_bytes())]
+    facts = [orjson.loads(r) for r in _lines(_read_file(root / FACTS, sys.maxsize))]
+    salts = [orjson.loads(r) for r in _lines(_read_file(root / SEAL_DIR / SALTS, sys.maxsize))]
     if len(facts) != len(salts):
         raise SealError(f"bundle {root}: facts and salts differ in number", fix=_SEAL_FIX)
     leaves = []
@@ -616,7 +690,7 @@ def prove_fact(path: str | os.PathLike[str], seq: int) -> dict[str, Any]:
             f"bundle {root} is not sealed", fix=f"seal it with: llmwb seal {root} --key KEY"
         )
     try:
-        envelope = orjson.loads(envelope_path.read_bytes())
+        envelope = orjson.loads(_read_file(envelope_path))
         statement = orjson.loads(base64.b64decode(envelope["payload"]))
         leaves, facts, salts = _leaves_of(root)
         blob_refs = [str(ref) for ref in statement["predicate"]["blobs"]]
@@ -654,19 +728,54 @@ def verify_proof(proof: Any, trust: TrustStore, *, where: str = "<proof>") -> di
     Returns the disclosed fact (withheld fields stay ``{"$redacted": ...}``); raises
     :class:`ProofError` when the proof is malformed or does not lead to the signed root,
     :class:`SealVerificationError` when the envelope does not verify.
+    :func:`check_proof` also says which signed run the fact belongs to.
     """
+    return check_proof(proof, trust, where=where).fact
 
-    def bad(message: str) -> ProofError:
-        return ProofError(
-            message, where=where, fix="make the proof again with: llmwb prove BUNDLE --fact SEQ"
+
+@dataclass(frozen=True)
+class ProofVerdict:
+    """A proof that verified: the disclosed fact and the signed run it belongs to."""
+
+    fact: dict[str, Any]
+    #: The run's name and labels, from the signed manifest.
+    name: str
+    labels: dict[str, Any]
+    root: str
+    keyid: str
+    key_source: str
+
+    def describe(self) -> str:
+        """``VALID: fact N ...`` with the run, the root and the key, as the CLI prints it."""
+        fact = self.fact
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return (
+            f"VALID: fact {fact['seq']} ({fact['kind']} at node {fact['node']})\n"
+            f"  run {self.name}" + (f" ({labels})" if labels else "") + f", root sha256:"
+            f"{self.root[:16]}\n  signed by key {self.keyid[:12]} ({self.key_source})"
         )
+
+
+def check_proof(proof: Any, trust: TrustStore, *, where: str = "<proof>") -> ProofVerdict:
+    """Like :func:`verify_proof`, and say which signed run (name, labels, root) and key."""
+    try:
+        return _check_proof(proof, trust, where)
+    except SealVerificationError as exc:
+        if exc.fix != TRUST_FIX:
+            exc.fix = _PROOF_FIX
+        raise
+
+
+def _check_proof(proof: Any, trust: TrustStore, where: str) -> ProofVerdict:
+    def bad(message: str) -> ProofError:
+        return ProofError(message, where=where, fix=_PROOF_FIX)
 
     if not isinstance(proof, dict) or proof.get("format") != PROOF_FORMAT:
         raise bad(f"not an inclusion proof (format {PROOF_FORMAT})")
     fact, inclusion = proof.get("fact"), proof.get("inclusion")
     if not isinstance(fact, dict) or not isinstance(inclusion, dict):
         raise bad("the proof has no fact or no inclusion")
-    payload, _key = open_envelope(proof.get("envelope"), trust, where=f"{where} (envelope)")
+    payload, key = open_envelope(proof.get("envelope"), trust, where=f"{where} (envelope)")
     statement = _statement(payload, Path(where))
     subjects = _subjects(statement, Path(where))
     seq, kind, node, fields = (
@@ -677,12 +786,12 @@ def verify_proof(proof: Any, trust: TrustStore, *, where: str = "<proof>") -> di
     )
     index, size, path = inclusion.get("index"), inclusion.get("tree_size"), inclusion.get("path")
     if (
-        not isinstance(seq, int)
+        type(seq) is not int
         or not isinstance(kind, str)
         or not isinstance(node, str)
         or not isinstance(fields, dict)
-        or not isinstance(index, int)
-        or not isinstance(size, int)
+        or type(index) is not int
+        or type(size) is not int
         or not isinstance(path, list)
     ):
         raise bad("the proof's fact or inclusion is malformed")
@@ -705,7 +814,7 @@ def verify_proof(proof: Any, trust: TrustStore, *, where: str = "<proof>") -> di
         ):
             try:
                 commitments[name] = commitment(entry["salt"], name, entry["value"])
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise bad(f"field {name!r}: {exc}") from None
             disclosed[name] = entry["value"]
         else:
@@ -721,7 +830,16 @@ def verify_proof(proof: Any, trust: TrustStore, *, where: str = "<proof>") -> di
     found = root_from_path(fact_leaf(seq, kind, node, commitments), index, size, hashes)
     if found is None or found.hex() != subjects[ROOT_SUBJECT]:
         raise bad(f"fact {seq} with this audit path does not lead to the signed Merkle root")
-    return disclosed
+    manifest = statement["predicate"]["manifest"]
+    labels = manifest.get("labels")
+    return ProofVerdict(
+        fact=disclosed,
+        name=str(manifest.get("name")),
+        labels=dict(labels) if isinstance(labels, dict) else {},
+        root=found.hex(),
+        keyid=key.keyid,
+        key_source=key.source,
+    )
 
 
 # --- redacting -----------------------------------------------------------------------------
@@ -800,8 +918,8 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
             fix=f"seal it first with: llmwb seal {root} --key KEY",
         )
     try:
-        facts = [orjson.loads(r) for r in _lines((root / FACTS).read_bytes())]
-        salts = [orjson.loads(r) for r in _lines((seal_dir / SALTS).read_bytes())]
+        facts = [orjson.loads(r) for r in _lines(_read_file(root / FACTS, sys.maxsize))]
+        salts = [orjson.loads(r) for r in _lines(_read_file(seal_dir / SALTS, sys.maxsize))]
         if len(facts) != len(salts) or not all(isinstance(x, dict) for x in facts + salts):
             raise ValueError("facts and salts do not pair up")
     except (ValueError, OSError) as exc:
@@ -810,7 +928,7 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
     targets: list[tuple[int, str]] = []
     for entry in paths:
         seq_text, _, name = entry.strip("/").partition("/")
-        if not seq_text.isdigit() or not name:
+        if not (seq_text.isascii() and seq_text.isdigit()) or not name:
             raise RedactionError(
                 f"{entry!r} is not a redaction path",
                 fix="name a field as SEQ/FIELD, e.g. 3/response",
@@ -835,6 +953,10 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
         targets.append((seq, name))
         if DIGEST_OF.get(name) in raw:
             targets.append((seq, DIGEST_OF[name]))
+    for raw, salt in zip(facts, salts, strict=True):
+        for name, value in raw.items():
+            if name not in FIXED and _is_redacted(value):
+                salt.pop(name, None)  # kept only by an interrupted redaction
     withheld_strings: set[str] = set()
     new_blobs: set[str] = set()
     new_fields: list[str] = []
@@ -843,7 +965,15 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
         value = raw[name]
         if _is_redacted(value):
             continue
-        raw[name] = {REDACTED_KEY: commitment(salts[seq - 1].pop(name), name, value)}
+        salt = salts[seq - 1].pop(name, None)
+        if not isinstance(salt, str):
+            raise RedactionError(
+                f"fact {seq}: field {name!r} has no salt in {seal_dir / SALTS}:{seq}; "
+                "its commitment cannot be computed, so it cannot be withheld",
+                fix=f"check the seal with: llmwb verify {root} --trust KEY.pub; "
+                f"then seal it again: llmwb seal {root} --key KEY",
+            )
+        raw[name] = {REDACTED_KEY: commitment(salt, name, value)}
         fields.add((seq, name))
         new_fields.append(f"{seq}/{name}")
         new_blobs.update(_blob_refs(value))
@@ -866,7 +996,7 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
         for blob in blobs_dir.iterdir():
             ref = f"sha256:{blob.name}"
             if ref not in new_blobs and ref not in blobs:
-                data = blob.read_bytes()
+                data = _read_file(blob)
                 if any(n in data for n in needles):
                     new_blobs.add(ref)
     new_facts = b"".join(orjson.dumps(raw) + b"\n" for raw in facts)
@@ -881,13 +1011,17 @@ def redact_bundle(path: str | os.PathLike[str], paths: Sequence[str]) -> Redacti
             ),
         )
         # redactions.json goes first: from then on the bundle refuses to replay, even
-        # if the writes below are interrupted
+        # if the steps below are interrupted. Then every withheld blob still present
+        # goes (those of earlier, maybe interrupted, calls too), before the facts change:
+        # a retry finds the values unredacted, or finds their blobs listed, and converges.
+        for ref in sorted(blobs):
+            (blobs_dir / ref.removeprefix("sha256:")).unlink(missing_ok=True)
+        # the facts before the salts: a value withheld whose salt is kept is mended by a
+        # retry, a salt dropped from a value still there could not be
+        write_atomic(root / FACTS, new_facts)
         salt_lines = (orjson.dumps(s, option=orjson.OPT_SORT_KEYS) + b"\n" for s in salts)
         write_atomic(seal_dir / SALTS, b"".join(salt_lines))
-        write_atomic(root / FACTS, new_facts)
         write_atomic(root / MANIFEST, dumps_pretty(manifest))
-        for ref in sorted(new_blobs):
-            (blobs_dir / ref.removeprefix("sha256:")).unlink(missing_ok=True)
     except OSError as exc:
         raise RedactionError(
             f"cannot write the redacted bundle {root}: {exc.strerror or exc}",
