@@ -49,6 +49,7 @@ from ..exceptions import (
     SealError,
     SealVerificationError,
 )
+from ..store import REDACTED_KEY
 from .keys import (
     TRUST_FIX,
     SigningKey,
@@ -78,8 +79,6 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 #: The in-toto predicate type of a sealed bundle.
 PREDICATE_TYPE = "https://pytest-llmwb.dev/seal/v1"
 PROOF_FORMAT = "llmwb-proof/1"
-#: The key that marks a withheld value in a redacted fact.
-REDACTED_KEY = "$redacted"
 ROOT_SUBJECT = "facts+blobs (RFC 9162 Merkle root)"
 FIXED = ("seq", "kind", "node")
 SALT_BYTES = 16  # 128 bits, as SD-JWT asks for
