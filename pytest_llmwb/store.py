@@ -991,6 +991,10 @@ def load_bundle(
     verified: set[str] = set()
     referenced: set[str] = set()
 
+    # in a sealed bundle, {"$redacted": ...} is a withheld value even if the list of
+    # redactions was removed; seal_bundle refuses a genuine value of that shape
+    sealed = (root / "seal").is_dir()
+
     def load(
         line: int,
         record: bytes,
@@ -998,7 +1002,7 @@ def load_bundle(
         texts: dict[str, str] | None = None,
     ) -> Any:
         raw = _loads(record, facts_path, line)
-        if isinstance(raw, dict):
+        if sealed and isinstance(raw, dict):
             for name, value in raw.items():
                 if (
                     isinstance(value, dict)
