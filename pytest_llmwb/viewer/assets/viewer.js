@@ -244,7 +244,7 @@
 
   function timeline(data) {
     var run = data;
-    var s = section("timeline", "Timeline \u2014 " + run.facts.length + " facts");
+    var s = section("timeline", "Timeline \u2014 " + run.facts.length + (run.facts.length === 1 ? " fact" : " facts"));
     var input = el("input");
     input.setAttribute("type", "search");
     input.setAttribute("placeholder", "filter by kind, node or text");
