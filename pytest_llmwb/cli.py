@@ -220,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmwb",
         description="Look at, check and describe pytest-llmwb bundles.",
+        # one column for the commands' help on every Python (3.13 measures them wider)
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=16),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
